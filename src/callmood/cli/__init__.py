@@ -1,0 +1,76 @@
+"""The `callmood` command line: a thin front over the library.
+
+Each area registers its commands from its own module, so that the command
+line and the library stay one-to-one and no module grows into a grab bag.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from callmood import __version__
+from callmood.errors import CallmoodError
+
+app = typer.Typer(
+    name="callmood",
+    help=(
+        "Recognise emotions in speech and watch customer-service calls for them.\n\n"
+        "Toolkit: `data` (prepare corpora, report), `train`, `evaluate`.\n"
+        "Calls: `analyze` one call, `batch` an archive on Dask, `serve` the dashboard and API."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+error_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"callmood {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """callmood command line."""
+
+
+def _register_commands() -> None:
+    # Imported here so that `callmood --help` stays one place that lists them all.
+    from callmood.cli import analyze, batch, data, serve, train
+
+    for module in (data, train, analyze, serve, batch):
+        module.register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one clear line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except CallmoodError as error:
+        error_console.print(f"[bold red]error:[/] {error}")
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as done:
+        code = getattr(done, "exit_code", getattr(done, "code", 0))
+        sys.exit(code or 0)
+    except typer.Abort:
+        error_console.print("aborted")
+        sys.exit(130)
+    except Exception as error:  # click usage errors and the like
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        raise

@@ -1,0 +1,7 @@
+"""Commands of the `train` area (filled in by its issue)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to the root app."""

@@ -1,0 +1,43 @@
+"""Shared test fixtures: where the real corpora are, and how a missing component is handled.
+
+A test that needs a component (PostgreSQL, Chromium, ../shared/data) calls
+`require(...)`: it skips locally with the reason, and fails in CI (CI=true),
+where `.ci/run` must have provided it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("CALLMOOD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip (locally) or fail (in CI) when a component the test needs is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"missing in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real corpora folder (../shared/data): RAVDESS and EmoDB as 16 kHz FLAC."""
+    require((SHARED_DATA / "ravdess").is_dir(), f"real corpora not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ravdess_dir(shared_data: Path) -> Path:
+    return shared_data / "ravdess"
+
+
+@pytest.fixture(scope="session")
+def emodb_dir(shared_data: Path) -> Path:
+    return shared_data / "emodb"
