@@ -1,0 +1,206 @@
+"""Load a saved emotion model and predict class probabilities for batches of audio windows.
+
+Features are computed in torch (:class:`callmood.features.FeatureExtractor`), the
+network runs in ONNX Runtime by default (faster on a CPU, no autograd), with the
+torch weights as the fallback backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from callmood.errors import CallmoodError
+from callmood.features import FeatureConfig, FeatureExtractor
+from callmood.models.package import DEFAULT_MODEL_DIR, load_model_package, read_model_metadata
+
+Backend = Literal["onnx", "torch"]
+BACKENDS = ("onnx", "torch")
+
+
+class ModelLoadError(CallmoodError):
+    """A model directory is missing, incomplete or not a callmood model package."""
+
+
+class PredictionInputError(CallmoodError):
+    """Waveforms given to :meth:`EmotionModel.predict` have the wrong shape, type or values."""
+
+
+def default_model_dir() -> Path:
+    """The bundled default model (``callmood/models/default``)."""
+    return Path(DEFAULT_MODEL_DIR)
+
+
+def pad_centered(samples: np.ndarray, length: int) -> np.ndarray:
+    """Zero-pad (or centre-crop) mono ``samples`` to ``length`` samples, the audio in the middle."""
+    samples = np.asarray(samples, dtype=np.float32)
+    if len(samples) >= length:
+        offset = (len(samples) - length) // 2
+        return samples[offset : offset + length]
+    padded = np.zeros(length, dtype=np.float32)
+    offset = (length - len(samples)) // 2
+    padded[offset : offset + len(samples)] = samples
+    return padded
+
+
+class EmotionModel:
+    """A speech-emotion model ready for inference.
+
+    Attributes
+    ----------
+    name
+        The model's name from ``model.json``.
+    labels
+        Class names, in the order of :meth:`predict`'s columns.
+    feature_config
+        The features the model was trained on.
+    window_seconds
+        The length of audio (seconds) the model was trained on.
+    backend
+        ``"onnx"`` or ``"torch"``: what actually runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        labels: tuple[str, ...],
+        feature_config: FeatureConfig,
+        window_seconds: float,
+        backend: Backend,
+        onnx_session: object | None = None,
+        torch_model: torch.nn.Module | None = None,
+        directory: Path | None = None,
+    ) -> None:
+        if (onnx_session is None) == (torch_model is None):
+            raise ValueError("give exactly one of onnx_session or torch_model")
+        self.name = name
+        self.labels = tuple(labels)
+        self.feature_config = feature_config
+        self.window_seconds = float(window_seconds)
+        self.backend: Backend = backend
+        self.directory = directory
+        self._session = onnx_session
+        self._torch_model = torch_model
+        self._extractor = FeatureExtractor(feature_config).eval()
+
+    @property
+    def sample_rate(self) -> int:
+        return self.feature_config.sample_rate
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_seconds * self.sample_rate))
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path | None = None,
+        *,
+        backend: Backend = "onnx",
+        num_threads: int | None = None,
+    ) -> EmotionModel:
+        """Load a model package directory.
+
+        Parameters
+        ----------
+        directory
+            A directory written by :func:`callmood.models.package.save_model_package`;
+            None loads the bundled default model.
+        backend
+            ``"onnx"`` (ONNX Runtime; falls back to torch when the package has no
+            ``model.onnx``) or ``"torch"``.
+        num_threads
+            Intra-op threads for ONNX Runtime (None = its default: all cores).
+        """
+        if backend not in BACKENDS:
+            raise ModelLoadError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        directory = Path(directory) if directory is not None else default_model_dir()
+        if not directory.is_dir():
+            hint = " (no default model is bundled yet; pass a model directory)"
+            raise ModelLoadError(
+                f"model directory {directory} not found"
+                + (hint if directory == default_model_dir() else "")
+            )
+        meta = read_model_metadata(directory)
+        common = dict(
+            name=str(meta.get("name", directory.name)),
+            labels=tuple(meta["labels"]),
+            feature_config=FeatureConfig.from_dict(meta["feature_config"]),
+            window_seconds=float(meta["window_seconds"]),
+            directory=directory,
+        )
+        onnx_path = directory / "model.onnx"
+        if backend == "onnx" and onnx_path.is_file():
+            import onnxruntime
+
+            options = onnxruntime.SessionOptions()
+            if num_threads:
+                options.intra_op_num_threads = int(num_threads)
+                options.inter_op_num_threads = 1
+            try:
+                session = onnxruntime.InferenceSession(
+                    str(onnx_path), options, providers=["CPUExecutionProvider"]
+                )
+            except Exception as error:  # ORT raises its own non-public exception types
+                raise ModelLoadError(f"{onnx_path}: not a loadable ONNX model ({error})") from error
+            return cls(backend="onnx", onnx_session=session, **common)
+        package = load_model_package(directory)
+        return cls(backend="torch", torch_model=package.model.eval(), **common)
+
+    def predict(self, waveforms: np.ndarray) -> np.ndarray:
+        """Class probabilities for a batch of windows.
+
+        Parameters
+        ----------
+        waveforms
+            float32 (B, samples) at 16 kHz, amplitudes in [-1, 1]; every row the
+            same length (pad short windows, e.g. with :func:`pad_centered`).
+
+        Returns
+        -------
+        numpy.ndarray
+            (B, len(labels)) float32 probabilities; each row sums to 1.
+        """
+        waveforms = self._check(waveforms)
+        if len(waveforms) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        with torch.inference_mode():
+            features = self._extractor(torch.from_numpy(waveforms))
+            if self._session is not None:
+                logits = self._session.run(["logits"], {"features": features.numpy()})[0]
+                logits = torch.from_numpy(np.asarray(logits, dtype=np.float32))
+            else:
+                logits = self._torch_model(features)
+            probabilities = torch.softmax(logits.float(), dim=-1).numpy()
+        return probabilities.astype(np.float32, copy=False)
+
+    def _check(self, waveforms: np.ndarray) -> np.ndarray:
+        if isinstance(waveforms, torch.Tensor):
+            waveforms = waveforms.detach().cpu().numpy()
+        if not isinstance(waveforms, np.ndarray):
+            raise PredictionInputError(
+                f"predict needs a numpy array (batch, samples), got {type(waveforms).__name__}"
+            )
+        if waveforms.ndim != 2:
+            raise PredictionInputError(
+                f"predict needs shape (batch, samples) at {self.sample_rate} Hz, "
+                f"got shape {waveforms.shape}"
+            )
+        if not np.issubdtype(waveforms.dtype, np.floating):
+            raise PredictionInputError(
+                f"predict needs float samples in [-1, 1], got dtype {waveforms.dtype}"
+            )
+        minimum = self.feature_config.n_fft
+        if len(waveforms) and waveforms.shape[1] < minimum:
+            raise PredictionInputError(
+                f"windows of {waveforms.shape[1]} samples are too short; need >= {minimum} "
+                f"({minimum / self.sample_rate:.3f} s at {self.sample_rate} Hz)"
+            )
+        waveforms = np.ascontiguousarray(waveforms, dtype=np.float32)
+        if not np.isfinite(waveforms).all():
+            raise PredictionInputError("predict got NaN or infinite samples")
+        return waveforms

@@ -1,0 +1,321 @@
+"""The parallel CNN + transformer emotion classifier over MFCC (or log-mel) feature maps.
+
+After IliaZenkov's "parallel is all you want" (two 2-D CNN branches and a transformer encoder
+side by side, concatenated into one linear layer), made independent of clip length.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from callmood.errors import CallmoodError
+
+# Time downsampling of the CNN branch: max pools of 2, 4 and 4 frames.
+CNN_TIME_STRIDE = 2 * 4 * 4
+CNN_TIME_POOLS = ("mean", "max")
+POSITIONAL_ENCODINGS = ("none", "sinusoidal")
+
+
+class ModelInputError(CallmoodError, ValueError):
+    """A model config or a feature batch the network cannot take."""
+
+
+@dataclass
+class ModelConfig:
+    """Network hyper-parameters. Defaults are the published design (~241k parameters, 8 classes).
+
+    ``num_features`` must equal the feature config's ``num_features`` (40 MFCCs, or n_mels).
+    """
+
+    num_features: int = 40
+    num_classes: int = 8
+    cnn_channels: tuple[int, int, int] = (16, 32, 64)
+    cnn_dropout: float = 0.3
+    # How the last CNN block is reduced over time so any clip length gives a fixed-size vector
+    # (the published model flattened a fixed 3 s map instead).
+    cnn_time_pool: str = "mean"
+    transformer_time_pool: int = 4  # max pool over this many frames before the encoder
+    transformer_layers: int = 4
+    transformer_heads: int = 4
+    transformer_feedforward: int = 512
+    transformer_dropout: float = 0.4
+    positional_encoding: str = "none"  # the published model has none
+    attention_pooling: bool = False  # learned weights over time instead of the plain mean
+
+    def __post_init__(self) -> None:
+        self.cnn_channels = tuple(self.cnn_channels)
+        problems = []
+        if self.num_features < 32:
+            problems.append(f"num_features must be >= 32 (CNN pools 32x), got {self.num_features}")
+        if self.num_features % self.transformer_heads:
+            problems.append(
+                f"num_features={self.num_features} must be divisible by "
+                f"transformer_heads={self.transformer_heads}"
+            )
+        if self.num_classes < 2:
+            problems.append(f"num_classes must be >= 2, got {self.num_classes}")
+        if len(self.cnn_channels) != 3:
+            problems.append(f"cnn_channels must have 3 entries, got {self.cnn_channels}")
+        if self.cnn_time_pool not in CNN_TIME_POOLS:
+            problems.append(
+                f"cnn_time_pool must be one of {CNN_TIME_POOLS}, got {self.cnn_time_pool!r}"
+            )
+        if self.positional_encoding not in POSITIONAL_ENCODINGS:
+            problems.append(
+                f"positional_encoding must be one of {POSITIONAL_ENCODINGS}, "
+                f"got {self.positional_encoding!r}"
+            )
+        if self.transformer_time_pool < 1:
+            problems.append(f"transformer_time_pool must be >= 1, got {self.transformer_time_pool}")
+        if problems:
+            raise ModelInputError("invalid model config: " + "; ".join(problems))
+
+    @property
+    def min_frames(self) -> int:
+        """Shortest input the network takes, in frames (0.32 s at a 10 ms hop)."""
+        return max(CNN_TIME_STRIDE, self.transformer_time_pool)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["cnn_channels"] = list(self.cnn_channels)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ModelInputError(f"unknown model config keys: {', '.join(unknown)}")
+        return cls(**values)
+
+
+class ConvBranch(nn.Module):
+    """Three conv blocks (3x3 conv, batch norm, ReLU, max pool, dropout) over the feature map."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_channels = 1
+        for out_channels, pool in zip(config.cnn_channels, (2, 4, 4), strict=True):
+            layers += [
+                nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(),
+                nn.MaxPool2d(kernel_size=pool, stride=pool),
+                nn.Dropout(config.cnn_dropout),
+            ]
+            in_channels = out_channels
+        self.blocks = nn.Sequential(*layers)
+        self.time_pool = config.cnn_time_pool
+        self.output_size = config.cnn_channels[-1] * (config.num_features // CNN_TIME_STRIDE)
+
+    def forward(self, features: torch.Tensor, time_mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.blocks(features.unsqueeze(1))  # (B, 1, F, T) -> (B, C, F/32, T/32)
+        x = x.flatten(1, 2)  # (B, C * F/32, T/32)
+        if time_mask is not None:
+            mask = time_mask[:, None, : x.shape[-1]]  # (B, 1, T/32), True = real frames
+            if self.time_pool == "max":
+                return x.masked_fill(~mask, float("-inf")).amax(-1)
+            return (x * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+        if self.time_pool == "max":
+            return x.amax(-1)  # (B, C * F/32)
+        return x.mean(-1)  # (B, C * F/32)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over time frames (same parameters as nn.MultiheadAttention)."""
+
+    def __init__(self, width: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, key_padding: torch.Tensor | None) -> torch.Tensor:
+        batch, frames, width = x.shape
+        head_width = width // self.heads
+        q, k, v = self.qkv(x).split(width, dim=-1)  # each (B, T, W)
+        q, k, v = (t.view(batch, frames, self.heads, head_width).transpose(1, 2) for t in (q, k, v))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(head_width)  # (B, H, T, T)
+        if key_padding is not None:
+            scores = scores.masked_fill(key_padding[:, None, None, :], float("-inf"))
+        weights = self.dropout(scores.softmax(-1))
+        y = (weights @ v).transpose(1, 2).reshape(batch, frames, width)  # (B, T, W)
+        return self.out(y)
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm transformer encoder layer with ReLU, as nn.TransformerEncoderLayer's defaults.
+
+    Written out so that the ONNX export never meets PyTorch's fused fast path.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        width = config.num_features
+        self.attention = SelfAttention(width, config.transformer_heads, config.transformer_dropout)
+        self.norm1 = nn.LayerNorm(width)
+        self.feedforward = nn.Sequential(
+            nn.Linear(width, config.transformer_feedforward),
+            nn.ReLU(),
+            nn.Dropout(config.transformer_dropout),
+            nn.Linear(config.transformer_feedforward, width),
+        )
+        self.norm2 = nn.LayerNorm(width)
+        self.dropout1 = nn.Dropout(config.transformer_dropout)
+        self.dropout2 = nn.Dropout(config.transformer_dropout)
+
+    def forward(self, x: torch.Tensor, key_padding: torch.Tensor | None) -> torch.Tensor:
+        x = self.norm1(x + self.dropout1(self.attention(x, key_padding)))
+        return self.norm2(x + self.dropout2(self.feedforward(x)))
+
+
+class TransformerBranch(nn.Module):
+    """Max pool over time, a transformer encoder over frames, then pooling over time."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.time_pool = config.transformer_time_pool
+        self.positional_encoding = config.positional_encoding
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.transformer_layers))
+        self.attention_pool = (
+            nn.Linear(config.num_features, 1) if config.attention_pooling else None
+        )
+        self.output_size = config.num_features
+
+    def forward(self, features: torch.Tensor, time_mask: torch.Tensor | None) -> torch.Tensor:
+        pool = self.time_pool
+        x = F.max_pool2d(features.unsqueeze(1), kernel_size=(1, pool), stride=(1, pool))
+        x = x.squeeze(1).transpose(1, 2)  # (B, 1, F, T/p) -> (B, T/p, F): frames are tokens
+        if self.positional_encoding == "sinusoidal":
+            x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device)
+        key_padding = None if time_mask is None else ~time_mask[:, : x.shape[1]]  # (B, T/p)
+        for layer in self.layers:
+            x = layer(x, key_padding)
+        if self.attention_pool is not None:
+            scores = self.attention_pool(x).squeeze(-1)  # (B, T/p)
+            if key_padding is not None:
+                scores = scores.masked_fill(key_padding, float("-inf"))
+            return (scores.softmax(-1).unsqueeze(-1) * x).sum(1)  # (B, F)
+        if key_padding is None:
+            return x.mean(1)  # (B, F)
+        keep = (~key_padding).unsqueeze(-1).to(x.dtype)  # (B, T/p, 1)
+        return (x * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+
+def sinusoidal_positions(frames: int, width: int, device: torch.device) -> torch.Tensor:
+    """Fixed sine/cosine position encodings ("Attention is all you need"), shape (frames, width)."""
+    position = torch.arange(frames, device=device, dtype=torch.float32)[:, None]
+    rate = torch.exp(
+        torch.arange(0, width, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / width)
+    )
+    encoding = torch.zeros(frames, width, device=device)
+    encoding[:, 0::2] = torch.sin(position * rate)
+    encoding[:, 1::2] = torch.cos(position * rate)
+    return encoding
+
+
+class ParallelCNNTransformer(nn.Module):
+    """Features (B, num_features, frames) -> emotion logits (B, num_classes), for any frames.
+
+    Per-feature normalisation (``feature_mean``, ``feature_std``, set from the training data by
+    :meth:`set_normalization`) is applied first, inside the network, so every export carries it.
+    """
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ModelConfig()
+        num_features = self.config.num_features
+        self.register_buffer("feature_mean", torch.zeros(num_features))
+        self.register_buffer("feature_std", torch.ones(num_features))
+        self.conv_branch1 = ConvBranch(self.config)
+        self.conv_branch2 = ConvBranch(self.config)
+        self.transformer_branch = TransformerBranch(self.config)
+        joined = (
+            self.conv_branch1.output_size
+            + self.conv_branch2.output_size
+            + self.transformer_branch.output_size
+        )
+        self.classifier = nn.Linear(joined, self.config.num_classes)
+
+    def num_parameters(self) -> int:
+        """Trainable parameters (the normalisation buffers are not counted)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    @torch.no_grad()
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Set the per-feature mean and standard deviation (each (num_features,)) of training data.
+
+        Standard deviations below 1e-5 are raised to it, so a constant feature cannot divide by 0.
+        """
+        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+        std = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
+        expected = self.config.num_features
+        if mean.numel() != expected or std.numel() != expected:
+            raise ModelInputError(
+                f"normalisation needs {expected} means and stds, "
+                f"got {mean.numel()} and {std.numel()}"
+            )
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+            raise ModelInputError("normalisation mean/std contain NaN or infinite values")
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std.clamp(min=1e-5))
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits.
+
+        Parameters
+        ----------
+        features
+            (B, num_features, frames) float32, frames >= ``config.min_frames``.
+        lengths
+            Optional (B,) true lengths in frames for a zero/floor-padded batch; padded frames are
+            then left out of every average over time. ``None``: all frames are real.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, num_classes) logits (apply softmax for probabilities).
+        """
+        self._check(features)
+        x = (features - self.feature_mean[:, None]) / self.feature_std[:, None]  # (B, F, T)
+        cnn_mask = transformer_mask = None
+        if lengths is not None:
+            lengths = torch.as_tensor(lengths, device=features.device)
+            frame_index = torch.arange(features.shape[-1], device=features.device)
+            cnn_frames = torch.div(lengths, CNN_TIME_STRIDE, rounding_mode="floor").clamp(min=1)
+            cnn_mask = frame_index[None, :] < cnn_frames[:, None]  # (B, T) of which T/32 used
+            pool = self.config.transformer_time_pool
+            tokens = torch.div(lengths, pool, rounding_mode="floor").clamp(min=1)
+            transformer_mask = frame_index[None, :] < tokens[:, None]
+        joined = torch.cat(
+            [
+                self.conv_branch1(x, cnn_mask),
+                self.conv_branch2(x, cnn_mask),
+                self.transformer_branch(x, transformer_mask),
+            ],
+            dim=1,
+        )  # (B, 2 * C * F/32 + F)
+        return self.classifier(joined)
+
+    def _check(self, features: torch.Tensor) -> None:
+        if torch.compiler.is_compiling():  # shapes are symbolic while exporting
+            return
+        expected = self.config.num_features
+        if features.ndim != 3 or features.shape[1] != expected:
+            raise ModelInputError(
+                f"features must have shape (batch, {expected}, frames), got {tuple(features.shape)}"
+            )
+        if features.shape[2] < self.config.min_frames:
+            raise ModelInputError(
+                f"features have {features.shape[2]} frames; the model needs at least "
+                f"{self.config.min_frames} (0.32 s at a 10 ms hop)"
+            )

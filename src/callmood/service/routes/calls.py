@@ -1,0 +1,207 @@
+"""Calls: upload for analysis, job status, list and search, result, timeline, audio, exports,
+deletion."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
+
+from callmood import store
+from callmood.results import CallResult
+from callmood.service.deps import get_db, get_settings, require_api_token
+from callmood.service.schemas import (
+    CallPage,
+    CallSummary,
+    JobAccepted,
+    JobStatus,
+    SpeakerTimeline,
+    Timeline,
+    UploadOptions,
+)
+from callmood.service.uploads import receive_upload
+from callmood.settings import Settings
+
+router = APIRouter(prefix="/api", tags=["calls"], dependencies=[Depends(require_api_token)])
+
+ExportFormat = Literal["json", "csv", "rttm", "emotionml"]
+EXPORT_MEDIA_TYPES = {
+    "json": "application/json",
+    "csv": "text/csv; charset=utf-8",
+    "rttm": "text/plain; charset=utf-8",
+    "emotionml": "application/emotionml+xml",
+}
+EXPORT_SUFFIXES = {"json": "json", "csv": "csv", "rttm": "rttm", "emotionml": "emotionml.xml"}
+
+# The upload body is parsed by hand (streamed to disk), so describe it for OpenAPI here.
+_UPLOAD_FORM_SCHEMA = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "The call recording."},
+        **{
+            name: {**field, "title": field.get("title", name)}
+            for name, field in UploadOptions.model_json_schema()["properties"].items()
+        },
+    },
+}
+_UPLOAD_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": _UPLOAD_FORM_SCHEMA}},
+    }
+}
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    # A date without a zone in a query is read as UTC, the zone everything is stored in.
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+@router.post(
+    "/calls",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobAccepted,
+    openapi_extra=_UPLOAD_OPENAPI,
+    summary="Upload a call for analysis",
+    responses={
+        400: {"description": "Empty or malformed upload"},
+        413: {"description": "Larger than max_upload_mb"},
+        415: {"description": "Not audio, or not a multipart form"},
+        422: {"description": "Invalid options, or a channel the file lacks"},
+    },
+)
+async def upload_call(request: Request, settings: Settings = Depends(get_settings)) -> JobAccepted:
+    """Upload a recording (form field `file`) with options; it is analysed in the background.
+
+    Poll `status_url` until the job is `done`, then read the call at `/api/calls/{call_id}`.
+    """
+    upload = await receive_upload(
+        request, settings.resolved_audio_dir / "incoming", settings.max_upload_bytes
+    )
+    try:
+        options = UploadOptions.from_form(upload.fields)
+    except Exception:
+        upload.discard()
+        raise
+    job = await run_in_threadpool(request.app.state.jobs.accept_upload, upload, options)
+    return JobAccepted(job_id=job.id, state=job.state, status_url=f"/api/jobs/{job.id}")
+
+
+@router.get("/jobs/{job_id}", response_model=JobStatus, summary="State of an analysis job")
+def job_status(job_id: str, session: Session = Depends(get_db)) -> JobStatus:
+    return JobStatus.from_record(store.get_job(session, job_id))
+
+
+@router.get("/calls", response_model=CallPage, summary="List and search stored calls")
+def list_calls(
+    created_from: datetime | None = Query(None, description="Stored at or after (ISO 8601)."),
+    created_to: datetime | None = Query(None, description="Stored at or before (ISO 8601)."),
+    has_alerts: bool | None = Query(None, description="Only calls with (true) / without alerts."),
+    dominant_emotion: str | None = Query(None, description="Main speaker's dominant emotion."),
+    min_negativity: float | None = Query(None, ge=0, le=1, description="Negativity 0..1."),
+    q: str | None = Query(None, max_length=200, description="Part of the name, or a whole tag."),
+    tag: str | None = Query(None, max_length=100, description="Only calls with this tag."),
+    offset: int = Query(0, ge=0),
+    limit: int = Query(50, ge=1, le=500),
+    session: Session = Depends(get_db),
+) -> CallPage:
+    """Calls newest first, filtered; `total` counts all matches for paging."""
+    filters = store.CallFilter(
+        created_from=_utc(created_from),
+        created_to=_utc(created_to),
+        has_alerts=has_alerts,
+        dominant_emotion=dominant_emotion,
+        min_negativity=min_negativity,
+        search=q,
+        tag=tag,
+    )
+    calls, total = store.list_calls(session, filters, offset=offset, limit=limit)
+    return CallPage(
+        items=[CallSummary.from_record(call) for call in calls],
+        total=total,
+        offset=offset,
+        limit=limit,
+    )
+
+
+@router.get("/calls/{call_id}", response_model=CallResult, summary="The analysis of a call")
+def get_call(call_id: str, session: Session = Depends(get_db)) -> CallResult:
+    return store.call_result(store.get_call(session, call_id))
+
+
+@router.get("/calls/{call_id}/summary", response_model=CallSummary, summary="A call's summary")
+def get_call_summary(call_id: str, session: Session = Depends(get_db)) -> CallSummary:
+    """Name, tags and scores of a call, as in the list."""
+    return CallSummary.from_record(store.get_call(session, call_id))
+
+
+@router.get("/calls/{call_id}/timeline", response_model=Timeline, summary="Per-speaker timeline")
+def get_timeline(call_id: str, session: Session = Depends(get_db)) -> Timeline:
+    """Each speaker's windows and merged emotion segments, seconds from the start."""
+    result = store.call_result(store.get_call(session, call_id))
+    return Timeline(
+        call_id=result.call_id,
+        duration_seconds=result.duration_seconds,
+        speakers=[
+            SpeakerTimeline(
+                speaker=speaker,
+                channel=speaker_result.channel,
+                emotions_analyzed=speaker_result.scores.emotions_analyzed,
+                windows=speaker_result.windows,
+                segments=speaker_result.segments,
+            )
+            for speaker, speaker_result in result.speakers.items()
+        ],
+    )
+
+
+@router.get(
+    "/calls/{call_id}/audio",
+    response_class=FileResponse,
+    summary="The call recording",
+    responses={404: {"description": "No such call, or its audio is not kept"}},
+)
+def get_audio(
+    call_id: str, session: Session = Depends(get_db), settings: Settings = Depends(get_settings)
+) -> FileResponse:
+    """The stored recording as uploaded (supports HTTP range requests, for the player)."""
+    call = store.get_call(session, call_id)
+    path = settings.resolved_audio_dir / call.audio_path if call.audio_path else None
+    if path is None or not path.is_file():
+        raise store.NotFoundError(f"call {call_id!r}: its audio is not stored")
+    return FileResponse(path, media_type=call.audio_media_type or "application/octet-stream")
+
+
+@router.get("/calls/{call_id}/export/{export_format}", summary="Export a call's analysis")
+def export_call(
+    call_id: str, export_format: ExportFormat, session: Session = Depends(get_db)
+) -> Response:
+    """The result as JSON, CSV (one row per window), RTTM (speaker turns) or W3C EmotionML."""
+    from callmood import exports
+
+    call = store.get_call(session, call_id)
+    writer = {
+        "json": exports.to_json,
+        "csv": exports.to_csv,
+        "rttm": exports.to_rttm,
+        "emotionml": exports.to_emotionml,
+    }[export_format]
+    filename = f"{call.id}.{EXPORT_SUFFIXES[export_format]}"
+    return Response(
+        content=writer(store.call_result(call)),
+        media_type=EXPORT_MEDIA_TYPES[export_format],
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.delete("/calls/{call_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a call")
+def delete_call(call_id: str, request: Request, settings: Settings = Depends(get_settings)) -> None:
+    """Delete the call's rows and its recording together (all or nothing)."""
+    store.delete_call(request.app.state.session_factory, call_id, settings.resolved_audio_dir)

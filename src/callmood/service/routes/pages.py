@@ -1,0 +1,400 @@
+"""The server-rendered dashboard pages: login, calls, call detail, live, alerts, rules, model.
+
+Pages read the store directly and render with Jinja2; their buttons (upload,
+acknowledge, save rules) call the REST API under /api with the login cookie.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from markdown_it import MarkdownIt
+from sqlalchemy.orm import Session
+
+from callmood import store
+from callmood.errors import CallmoodError
+from callmood.labels import EMOTIONS
+from callmood.results import CallResult
+from callmood.service import deps
+from callmood.service.jobs import describe_model
+from callmood.service.routes.stream import PARTIAL_TAG
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
+templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+router = APIRouter(include_in_schema=False)
+pages = APIRouter(include_in_schema=False, dependencies=[Depends(deps.require_login)])
+
+#: Export formats offered on the call page: (label, format name in the export API).
+EXPORT_FORMATS = (
+    ("JSON (full result)", "json"),
+    ("CSV (windows)", "csv"),
+    ("RTTM (speaker segments)", "rttm"),
+    ("EmotionML", "emotionml"),
+)
+CALLS_PER_PAGE = 100
+ALERTS_PER_PAGE = 200
+
+
+def _render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    context.setdefault("logged_in", deps.is_authenticated(request))
+    context.setdefault("title", "callmood")
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _safe_next(target: str | None) -> str:
+    # Only local paths: a login link must not forward the browser to another site.
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/calls"
+    parts = urlsplit(target)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+# ---------------------------------------------------------------------------- login
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str | None = Query(None)) -> HTMLResponse:
+    """The login form (the API token is the password)."""
+    return _render(
+        request,
+        "login.html",
+        title="Sign in",
+        show_nav=False,
+        logged_in=False,
+        next=_safe_next(next),
+        error=None,
+        token_hint=str(request.app.state.settings.data_dir / "api_token"),
+    )
+
+
+@router.post("/login", response_model=None)
+def login(
+    request: Request, token: str = Form(""), next: str = Form("/calls")
+) -> HTMLResponse | RedirectResponse:
+    """Check the token; on success set the session cookie and go to `next`."""
+    if not deps.token_matches(token.strip(), request.app.state.api_token):
+        return _render(
+            request,
+            "login.html",
+            status_code=401,
+            title="Sign in",
+            show_nav=False,
+            logged_in=False,
+            next=_safe_next(next),
+            error="That token is not the server's API token.",
+            token_hint=str(request.app.state.settings.data_dir / "api_token"),
+        )
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    deps.set_session_cookie(response, request)
+    return response
+
+
+@router.post("/logout")
+def logout() -> RedirectResponse:
+    """Forget the session cookie."""
+    response = RedirectResponse("/login", status_code=303)
+    deps.clear_session_cookie(response)
+    return response
+
+
+@router.get("/", include_in_schema=False)
+def home() -> RedirectResponse:
+    """The calls list is the home page."""
+    return RedirectResponse("/calls", status_code=307)
+
+
+# ---------------------------------------------------------------------------- calls
+
+
+def _day_start(day: date | None, *, end: bool = False) -> datetime | None:
+    if day is None:
+        return None
+    moment = datetime.combine(day, time.min, tzinfo=UTC)
+    # "To" is inclusive: calls stored any time on that day.
+    return moment + timedelta(days=1) - timedelta(microseconds=1) if end else moment
+
+
+def _optional_bool(value: str | None) -> bool | None:
+    return {"true": True, "false": False}.get((value or "").lower())
+
+
+def _optional_float(value: str | None) -> float | None:
+    try:
+        number = float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+    return min(1.0, max(0.0, number)) if number is not None else None
+
+
+def _optional_date(value: str | None) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+@pages.get("/calls", response_class=HTMLResponse)
+def calls_page(
+    request: Request,
+    date_from: str | None = None,
+    date_to: str | None = None,
+    has_alerts: str | None = None,
+    emotion: str | None = None,
+    min_negativity: str | None = None,
+    q: str | None = None,
+    db: Session = Depends(deps.get_db),
+) -> HTMLResponse:
+    """The calls list with its filters and the upload drop zone.
+
+    Filter values that do not parse are ignored (a bad bookmark shows all calls).
+    """
+    filters = {
+        "date_from": _optional_date(date_from),
+        "date_to": _optional_date(date_to),
+        "has_alerts": _optional_bool(has_alerts),
+        "emotion": emotion if emotion in EMOTIONS else None,
+        "min_negativity": _optional_float(min_negativity),
+        "q": (q or "").strip() or None,
+    }
+    call_filter = store.CallFilter(
+        created_from=_day_start(filters["date_from"]),
+        created_to=_day_start(filters["date_to"], end=True),
+        has_alerts=filters["has_alerts"],
+        dominant_emotion=filters["emotion"],
+        min_negativity=filters["min_negativity"],
+        search=filters["q"],
+    )
+    records, total = store.list_calls(db, call_filter, limit=CALLS_PER_PAGE)
+    calls = [
+        {
+            "id": record.id,
+            "name": record.name,
+            "created_at": record.created_at,
+            "duration": _duration(record.duration_seconds),
+            "negativity": record.negativity,
+            "dominant_emotion": record.dominant_emotion,
+            "alert_count": record.alert_count,
+            "tags": record.tag_names,
+        }
+        for record in records
+    ]
+    return _render(
+        request,
+        "calls.html",
+        title="Calls",
+        active="Calls",
+        calls=calls,
+        total=total,
+        filters=filters,
+        filtered=any(value is not None for value in filters.values()),
+        emotions=[emotion for emotion in EMOTIONS if emotion != "unknown"],
+        max_upload_mb=f"{request.app.state.settings.max_upload_mb:g}",
+    )
+
+
+def _call_data(result: CallResult) -> dict[str, Any]:
+    """What the call page's script draws: lanes, windows, alerts, labels."""
+    lanes = [speaker for speaker in ("customer", "agent", "mixed") if speaker in result.speakers]
+    windows = [
+        {
+            "speaker": window.speaker,
+            "start": window.start,
+            "end": window.end,
+            "emotion": window.emotion,
+            "confidence": window.confidence,
+            "probabilities": window.probabilities,
+        }
+        for window in result.windows()
+    ]
+    curve_speaker = next(
+        (
+            speaker
+            for speaker in ("customer", "mixed", "agent")
+            if speaker in result.analyzed_speakers
+        ),
+        None,
+    )
+    return {
+        "duration": result.duration_seconds,
+        "speakers": lanes,
+        "windows": windows,
+        "alerts": [alert.model_dump(mode="json") for alert in result.alerts],
+        "labels": list(result.model.labels),
+        "curve_speaker": curve_speaker,
+    }
+
+
+def _scores_view(result: CallResult) -> list[dict[str, Any]]:
+    def number(value: float | None) -> str:
+        return "–" if value is None else f"{value:.2f}"
+
+    views = []
+    for speaker in result.analyzed_speakers:
+        if speaker not in result.speakers:
+            continue
+        scores = result.speakers[speaker].scores
+        shift = scores.negativity_shift
+        views.append(
+            {
+                "speaker": speaker,
+                "negativity": number(scores.negativity),
+                "dominant_emotion": scores.dominant_emotion,
+                "shift": "–" if shift is None else f"{shift:+.2f}",
+                "shift_class": "" if not shift else ("shift-up" if shift > 0 else "shift-down"),
+                "talk": _duration(scores.talk_seconds),
+                "quarters": [
+                    number(value) for value in (scores.negativity_by_quarter or [None] * 4)
+                ],
+                "quarter_emotions": scores.dominant_emotion_by_quarter or [None] * 4,
+            }
+        )
+    return views
+
+
+@pages.get("/calls/{call_id}", response_class=HTMLResponse)
+def call_page(request: Request, call_id: str, db: Session = Depends(deps.get_db)) -> HTMLResponse:
+    """One call: player, timeline, probability curves, alerts, scores, exports."""
+    try:
+        record = store.get_call(db, call_id)
+    except store.NotFoundError as error:
+        return _render(request, "error.html", 404, title="Call not found", message=str(error))
+    result = store.call_result(record)
+    stored_alerts = {alert.alert_key: alert for alert in record.alerts}
+    alerts = [
+        {
+            "id": stored_alerts[alert.id].id if alert.id in stored_alerts else None,
+            "opened_at": alert.opened_at,
+            "opened": _duration(alert.opened_at),
+            "closed": _duration(alert.closed_at),
+            "severity": alert.severity,
+            "rule": alert.rule,
+            "speaker": alert.speaker,
+            "message": alert.message,
+            "state": stored_alerts[alert.id].state if alert.id in stored_alerts else "open",
+        }
+        for alert in sorted(result.alerts, key=lambda alert: alert.opened_at)
+    ]
+    return _render(
+        request,
+        "call.html",
+        title=record.name,
+        active="Calls",
+        call=record,
+        result=result,
+        partial=PARTIAL_TAG in record.tag_names,
+        duration=_duration(record.duration_seconds),
+        audio_url=f"/api/calls/{record.id}/audio" if record.audio_path else None,
+        exports=[
+            (label, f"/api/calls/{record.id}/export/{name}") for label, name in EXPORT_FORMATS
+        ],
+        alerts=alerts,
+        scored_speakers=_scores_view(result),
+        call_data=_call_data(result),
+    )
+
+
+# ---------------------------------------------------------------------------- live, alerts
+
+
+@pages.get("/live", response_class=HTMLResponse)
+def live_page(request: Request) -> HTMLResponse:
+    """Stream the browser's microphone to /api/stream and watch the results arrive."""
+    return _render(request, "live.html", title="Live", active="Live")
+
+
+@pages.get("/alerts", response_class=HTMLResponse)
+def alerts_page(
+    request: Request, state: str | None = None, db: Session = Depends(deps.get_db)
+) -> HTMLResponse:
+    """All alerts, newest first, with acknowledge and resolve buttons."""
+    chosen_state = state if state in store.ALERT_STATES else None
+    records, total = store.list_alerts(db, state=chosen_state, limit=ALERTS_PER_PAGE)
+    alerts = [
+        {
+            "id": record.id,
+            "call_id": record.call_id,
+            "call_name": record.call.name,
+            "created_at": record.created_at,
+            "opened_at": record.opened_at,
+            "opened": _duration(record.opened_at),
+            "severity": record.severity,
+            "rule": record.rule,
+            "speaker": record.speaker,
+            "message": record.message,
+            "state": record.state,
+        }
+        for record in records
+    ]
+    return _render(
+        request,
+        "alerts.html",
+        title="Alerts",
+        active="Alerts",
+        alerts=alerts,
+        total=total,
+        state=chosen_state,
+        states=store.ALERT_STATES,
+    )
+
+
+# ---------------------------------------------------------------------------- rules, model
+
+
+@pages.get("/rules", response_class=HTMLResponse)
+def rules_page(request: Request) -> HTMLResponse:
+    """The alert rules as YAML, editable; the API validates them on save."""
+    return _render(request, "rules.html", title="Rules", active="Rules")
+
+
+@pages.get("/model", response_class=HTMLResponse)
+def model_page(request: Request) -> HTMLResponse:
+    """The loaded model and its model card (Markdown, rendered without raw HTML)."""
+    try:
+        description = describe_model(request.app.state.model)
+    except CallmoodError as error:
+        return _render(request, "model.html", 503, title="Model", active="Model", error=str(error))
+    metadata = description.metadata
+    facts = [
+        (label, metadata[key])
+        for key, label in (("created", "Created"), ("format_version", "Package format"))
+        if metadata.get(key) is not None
+    ]
+    # The card is data from the model package: raw HTML in it is escaped, not rendered.
+    markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
+    return _render(
+        request,
+        "model.html",
+        title="Model",
+        active="Model",
+        error=None,
+        name=description.name,
+        directory=description.directory or "(built in)",
+        backend=description.backend,
+        window_seconds=f"{description.window_seconds:g}",
+        labels=description.labels,
+        facts=facts,
+        card_html=markdown.render(description.card) if description.card else None,
+    )
+
+
+router.include_router(pages)
+
+
+def not_found(request: Request) -> Response:
+    """A 404 page for unknown dashboard paths."""
+    return _render(request, "error.html", 404, title="Not found", message="No such page.")

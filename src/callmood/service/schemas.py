@@ -1,0 +1,259 @@
+"""The REST API's request and response bodies (so the OpenAPI document is the documentation).
+
+Call results themselves are :class:`callmood.results.CallResult`, returned as they are.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from callmood.errors import CallmoodError
+from callmood.results import SpeakerSegment, WindowResult
+from callmood.store import AlertRecord, CallRecord, JobRecord
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UploadOptionsError(CallmoodError):
+    """A form field of an upload is unknown or has an invalid value."""
+
+    status_code = 422
+
+
+class UploadOptions(_Schema):
+    """How to analyse an uploaded call (the form fields next to `file`)."""
+
+    name: str | None = Field(None, max_length=300, description="Display name; default: file name.")
+    tags: list[str] = Field(
+        default_factory=list, description="Labels for search; in the form, comma-separated."
+    )
+    customer_channel: int | None = Field(
+        None, ge=0, description="Customer's channel (0 = left). Default: 0, or 1 if agent is 0."
+    )
+    agent_channel: int | None = Field(
+        None, ge=0, description="Agent's channel. Default: the other of channels 0 and 1."
+    )
+    mono: bool = Field(
+        False, description="Treat the file as one mixed channel (both parties on one track)."
+    )
+    analyze_agent: bool = Field(
+        False,
+        description="Also infer the agent's emotions (opt-in: in the EU, inferring employees' "
+        "emotions at work is prohibited).",
+    )
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _split_tags(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [tag.strip() for tag in value.split(",") if tag.strip()]
+        return value
+
+    @property
+    def channels_given(self) -> bool:
+        """Whether the client named a channel (else a one-channel file is analysed as mono)."""
+        return self.customer_channel is not None or self.agent_channel is not None
+
+    def channel_mapping(self) -> dict[str, int]:
+        """Speaker -> channel index, filling in the one the client left out."""
+        customer = self.customer_channel
+        agent = self.agent_channel
+        if customer is None:
+            customer = 1 if agent == 0 else 0
+        if agent is None:
+            agent = 0 if customer == 1 else 1
+        return {"customer": customer, "agent": agent}
+
+    @classmethod
+    def from_form(cls, fields: dict[str, str]) -> UploadOptions:
+        """Parse the upload's form fields (strings); raises UploadOptionsError naming the field."""
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+                for item in error.errors()
+            )
+            raise UploadOptionsError(f"invalid upload options: {problems}") from None
+
+
+class JobAccepted(_Schema):
+    """An upload was accepted and queued for analysis."""
+
+    job_id: str
+    state: str
+    status_url: str = Field(description="Poll this for the job's state.")
+
+
+class JobStatus(_Schema):
+    """Where the analysis of an upload stands."""
+
+    id: str
+    state: Literal["queued", "running", "done", "failed"]
+    name: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None = Field(description="Why the job failed (for the user).")
+    call_id: str | None = Field(description="The stored call, once done.")
+    call_url: str | None
+
+    @classmethod
+    def from_record(cls, job: JobRecord) -> JobStatus:
+        return cls(
+            id=job.id,
+            state=job.state,  # type: ignore[arg-type]
+            name=job.name,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            error=job.error,
+            call_id=job.call_id,
+            call_url=f"/api/calls/{job.call_id}" if job.call_id else None,
+        )
+
+
+class CallSummary(_Schema):
+    """A stored call as the call list shows it."""
+
+    id: str
+    name: str
+    source: str
+    tags: list[str]
+    created_at: datetime = Field(description="When the call was stored (UTC).")
+    duration_seconds: float
+    has_speech: bool
+    main_speaker: str | None = Field(description="Whose scores these are (customer by default).")
+    dominant_emotion: str | None
+    negativity: float | None = Field(description="Mean negativity of the main speaker, 0..1.")
+    alert_count: int
+    model_name: str
+    has_audio: bool
+
+    @classmethod
+    def from_record(cls, call: CallRecord) -> CallSummary:
+        return cls(
+            id=call.id,
+            name=call.name,
+            source=call.source,
+            tags=call.tag_names,
+            created_at=call.created_at,
+            duration_seconds=call.duration_seconds,
+            has_speech=call.has_speech,
+            main_speaker=call.main_speaker,
+            dominant_emotion=call.dominant_emotion,
+            negativity=call.negativity,
+            alert_count=call.alert_count,
+            model_name=call.model_name,
+            has_audio=call.audio_path is not None,
+        )
+
+
+class CallPage(_Schema):
+    """One page of the call list."""
+
+    items: list[CallSummary]
+    total: int = Field(description="Calls matching the filters, on all pages.")
+    offset: int
+    limit: int
+
+
+class SpeakerTimeline(_Schema):
+    """One speaker's windows and merged segments."""
+
+    speaker: str
+    channel: int
+    emotions_analyzed: bool
+    windows: list[WindowResult]
+    segments: list[SpeakerSegment]
+
+
+class Timeline(_Schema):
+    """The per-speaker emotion timeline of a call (seconds from the start)."""
+
+    call_id: str
+    duration_seconds: float
+    speakers: list[SpeakerTimeline]
+
+
+class StoredAlert(_Schema):
+    """An alert of a stored call, with its handling state."""
+
+    id: int = Field(description="Use this id to acknowledge or resolve the alert.")
+    call_id: str
+    call_name: str
+    alert_key: str = Field(description="The alert's id within its call result.")
+    rule: str
+    kind: str
+    speaker: str
+    severity: str
+    opened_at: float = Field(description="Seconds into the call.")
+    closed_at: float | None = Field(description="Seconds into the call.")
+    value: float
+    message: str
+    evidence: list[dict[str, float]]
+    created_at: datetime
+    state: Literal["open", "acknowledged", "resolved"]
+    acknowledged_at: datetime | None
+    resolved_at: datetime | None
+
+    @classmethod
+    def from_record(cls, alert: AlertRecord) -> StoredAlert:
+        return cls(
+            id=alert.id,
+            call_id=alert.call_id,
+            call_name=alert.call.name,
+            alert_key=alert.alert_key,
+            rule=alert.rule,
+            kind=alert.kind,
+            speaker=alert.speaker,
+            severity=alert.severity,
+            opened_at=alert.opened_at,
+            closed_at=alert.closed_at,
+            value=alert.value,
+            message=alert.message,
+            evidence=alert.evidence,
+            created_at=alert.created_at,
+            state=alert.state,  # type: ignore[arg-type]
+            acknowledged_at=alert.acknowledged_at,
+            resolved_at=alert.resolved_at,
+        )
+
+
+class AlertPage(_Schema):
+    """One page of alerts, newest first."""
+
+    items: list[StoredAlert]
+    total: int
+    offset: int
+    limit: int
+
+
+class LoginRequest(_Schema):
+    """Log a browser in with the API token."""
+
+    token: str = Field(min_length=1, max_length=1000)
+
+
+class LoginStatus(_Schema):
+    """Whether the caller is authenticated."""
+
+    authenticated: bool
+    auth_disabled: bool
+
+
+class ModelDescription(_Schema):
+    """The model the service analyses calls with."""
+
+    name: str
+    labels: list[str]
+    backend: str
+    window_seconds: float
+    directory: str | None
+    metadata: dict[str, Any] = Field(description="The package's model.json.")
+    card: str | None = Field(description="MODEL_CARD.md, Markdown.")

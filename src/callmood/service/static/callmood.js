@@ -1,0 +1,66 @@
+// Shared helpers of the dashboard pages: emotion colours (read from the CSS custom
+// properties in callmood.css, so pages and canvases agree), time formatting, and API calls.
+"use strict";
+
+window.Callmood = (function () {
+  const colourCache = {};
+
+  function emotionColour(emotion) {
+    if (!(emotion in colourCache)) {
+      const value = getComputedStyle(document.documentElement)
+        .getPropertyValue("--emotion-" + emotion)
+        .trim();
+      colourCache[emotion] = value || getComputedStyle(document.documentElement)
+        .getPropertyValue("--emotion-unknown").trim() || "#cccccc";
+    }
+    return colourCache[emotion];
+  }
+
+  function formatSeconds(seconds) {
+    if (seconds === null || seconds === undefined || isNaN(seconds)) return "–";
+    const whole = Math.max(0, Math.floor(seconds));
+    const minutes = Math.floor(whole / 60);
+    const rest = String(whole % 60).padStart(2, "0");
+    return minutes + ":" + rest;
+  }
+
+  function emotionChip(emotion) {
+    const chip = document.createElement("span");
+    chip.className = "badge emotion emotion-" + emotion;
+    chip.textContent = emotion;
+    return chip;
+  }
+
+  function legend(container, labels) {
+    container.replaceChildren(...labels.map(emotionChip));
+  }
+
+  // JSON request to the REST API; the dashboard's login session cookie authenticates it.
+  async function api(method, url, body) {
+    const options = { method: method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    const response = await fetch(url, options);
+    let payload = null;
+    const text = await response.text();
+    try { payload = text ? JSON.parse(text) : null; } catch (error) { payload = { detail: text }; }
+    if (!response.ok) {
+      const detail = payload && payload.detail !== undefined ? payload.detail : response.statusText;
+      const message = typeof detail === "string" ? detail : JSON.stringify(detail, null, 2);
+      const failure = new Error(message);
+      failure.status = response.status;
+      throw failure;
+    }
+    return payload;
+  }
+
+  function showMessage(element, text, kind) {
+    element.textContent = text;
+    element.className = "message " + (kind || "error");
+    element.hidden = !text;
+  }
+
+  return { emotionColour, formatSeconds, emotionChip, legend, api, showMessage };
+})();

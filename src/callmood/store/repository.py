@@ -1,0 +1,528 @@
+"""Reading and writing calls, alerts and jobs: the only code that knows the tables.
+
+Functions take an open :class:`~sqlalchemy.orm.Session` and leave committing to the
+caller (use :func:`callmood.store.database.session_scope`), except the few that also
+touch files (`delete_call`, `purge_calls`), which own their transaction so that rows
+and audio go together.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from callmood.errors import CallmoodError
+from callmood.results import CallResult
+from callmood.store.database import session_scope
+from callmood.store.models import (
+    ALERT_STATES,
+    AlertRecord,
+    CallRecord,
+    CallTag,
+    JobRecord,
+    SegmentRecord,
+    SpeakerRecord,
+    WindowRecord,
+    utc_now,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_TAG_LENGTH = 100
+MAX_NAME_LENGTH = 300
+
+
+class NotFoundError(CallmoodError):
+    """No call, alert or job with the given id."""
+
+
+class StoreConflictError(CallmoodError):
+    """The write contradicts what is stored (e.g. a call id that is already taken)."""
+
+
+def new_id() -> str:
+    """A fresh random id for a call or job (32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+def normalise_tags(tags: list[str] | tuple[str, ...]) -> list[str]:
+    """Tags as stored: stripped, lower case, unique, sorted, none empty.
+
+    Raises
+    ------
+    CallmoodError
+        A tag is longer than 100 characters.
+    """
+    cleaned = {tag.strip().lower() for tag in tags if tag and tag.strip()}
+    for tag in cleaned:
+        if len(tag) > MAX_TAG_LENGTH:
+            raise CallmoodError(f"tag {tag[:20]!r}...: longer than {MAX_TAG_LENGTH} characters")
+    return sorted(cleaned)
+
+
+def _main_speaker(result: CallResult) -> str | None:
+    # The customer is whom the call list is about; a mono call has only the mix.
+    for speaker in ("customer", "mixed", "agent"):
+        if speaker in result.analyzed_speakers and speaker in result.speakers:
+            return speaker
+    return None
+
+
+# ---------------------------------------------------------------------------- calls
+
+
+def save_call_result(
+    session: Session,
+    result: CallResult,
+    *,
+    name: str | None = None,
+    tags: list[str] | tuple[str, ...] = (),
+    audio_path: str | None = None,
+    audio_media_type: str | None = None,
+    created_at: datetime | None = None,
+) -> CallRecord:
+    """Add a finished call (its result, speakers, windows, segments, alerts and tags).
+
+    Parameters
+    ----------
+    session
+        An open session; the caller commits (all rows go in one transaction).
+    result
+        The analysis; `result.call_id` becomes the call's id.
+    name
+        Display name; default: the result's source file name.
+    tags
+        Free-form labels for search (normalised to lower case).
+    audio_path
+        Where the recording is kept, relative to the settings' `audio_dir` (None: not kept).
+    audio_media_type
+        MIME type of the kept recording, for the player.
+    created_at
+        When the call was stored (timezone-aware); default: now.
+
+    Raises
+    ------
+    StoreConflictError
+        A call with this id is already stored.
+    """
+    if session.get(CallRecord, result.call_id) is not None:
+        raise StoreConflictError(f"call {result.call_id}: already stored")
+    main_speaker = _main_speaker(result)
+    main_scores = result.speakers[main_speaker].scores if main_speaker else None
+    call = CallRecord(
+        id=result.call_id,
+        name=(name or Path(result.source).name or result.call_id)[:MAX_NAME_LENGTH],
+        source=result.source[:500],
+        created_at=created_at or utc_now(),
+        duration_seconds=result.duration_seconds,
+        has_speech=result.has_speech,
+        main_speaker=main_speaker,
+        dominant_emotion=main_scores.dominant_emotion if main_scores else None,
+        negativity=main_scores.negativity if main_scores else None,
+        alert_count=len(result.alerts),
+        model_name=result.model.name,
+        audio_path=audio_path,
+        audio_media_type=audio_media_type,
+        result_json=result.model_dump_json(),
+    )
+    call.tags = [CallTag(tag=tag) for tag in normalise_tags(tags)]
+    for speaker, speaker_result in result.speakers.items():
+        scores = speaker_result.scores
+        call.speakers.append(
+            SpeakerRecord(
+                speaker=speaker,
+                channel=speaker_result.channel,
+                emotions_analyzed=scores.emotions_analyzed,
+                talk_seconds=scores.talk_seconds,
+                silence_share=scores.silence_share,
+                window_count=scores.window_count,
+                dominant_emotion=scores.dominant_emotion,
+                negativity=scores.negativity,
+                negativity_shift=scores.negativity_shift,
+            )
+        )
+        call.windows.extend(
+            WindowRecord(
+                speaker=window.speaker,
+                start_seconds=window.start,
+                end_seconds=window.end,
+                emotion=window.emotion,
+                confidence=window.confidence,
+                probabilities=window.probabilities,
+                rms_dbfs=window.rms_dbfs,
+                peak_dbfs=window.peak_dbfs,
+            )
+            for window in speaker_result.windows
+        )
+        call.segments.extend(
+            SegmentRecord(
+                speaker=segment.speaker,
+                start_seconds=segment.start,
+                end_seconds=segment.end,
+                emotion=segment.emotion,
+                confidence=segment.confidence,
+                window_count=segment.window_count,
+            )
+            for segment in speaker_result.segments
+        )
+    now = utc_now()
+    call.alerts = [
+        AlertRecord(
+            alert_key=alert.id[:200],
+            rule=alert.rule,
+            kind=alert.kind,
+            speaker=alert.speaker,
+            severity=alert.severity,
+            opened_at=alert.opened_at,
+            closed_at=alert.closed_at,
+            value=alert.value,
+            message=alert.message,
+            evidence=[window.model_dump() for window in alert.evidence],
+            created_at=now,
+            state="open",
+        )
+        for alert in result.alerts
+    ]
+    session.add(call)
+    session.flush()
+    return call
+
+
+def get_call(session: Session, call_id: str) -> CallRecord:
+    """The stored call `call_id`.
+
+    Raises
+    ------
+    NotFoundError
+        No such call.
+    """
+    call = session.get(CallRecord, call_id)
+    if call is None:
+        raise NotFoundError(f"call {call_id!r}: not found")
+    return call
+
+
+def call_result(call: CallRecord) -> CallResult:
+    """The full analysis of a stored call, as a :class:`CallResult`."""
+    return CallResult.model_validate_json(call.result_json)
+
+
+@dataclass(frozen=True)
+class CallFilter:
+    """What `list_calls` selects; every field is optional.
+
+    Dates are timezone-aware and compared with the time the call was stored;
+    `search` matches part of the name (case-insensitive) or a whole tag.
+    """
+
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    has_alerts: bool | None = None
+    dominant_emotion: str | None = None
+    min_negativity: float | None = None
+    search: str | None = None
+    tag: str | None = None
+
+
+def _filtered_calls(filters: CallFilter) -> Select[tuple[CallRecord]]:
+    query = select(CallRecord)
+    if filters.created_from is not None:
+        query = query.where(CallRecord.created_at >= filters.created_from)
+    if filters.created_to is not None:
+        query = query.where(CallRecord.created_at <= filters.created_to)
+    if filters.has_alerts is True:
+        query = query.where(CallRecord.alert_count > 0)
+    elif filters.has_alerts is False:
+        query = query.where(CallRecord.alert_count == 0)
+    if filters.dominant_emotion:
+        query = query.where(CallRecord.dominant_emotion == filters.dominant_emotion.lower())
+    if filters.min_negativity is not None:
+        query = query.where(CallRecord.negativity >= filters.min_negativity)
+    if filters.tag:
+        tagged = select(CallTag.call_id).where(CallTag.tag == filters.tag.strip().lower())
+        query = query.where(CallRecord.id.in_(tagged))
+    if filters.search and filters.search.strip():
+        term = filters.search.strip()
+        escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        tagged = select(CallTag.call_id).where(CallTag.tag == term.lower())
+        query = query.where(
+            or_(
+                func.lower(CallRecord.name).like(f"%{escaped.lower()}%", escape="\\"),
+                CallRecord.id.in_(tagged),
+            )
+        )
+    return query
+
+
+def list_calls(
+    session: Session, filters: CallFilter | None = None, *, offset: int = 0, limit: int = 50
+) -> tuple[list[CallRecord], int]:
+    """Calls matching `filters`, newest first, one page of them and the total count.
+
+    Returns
+    -------
+    (calls, total)
+        At most `limit` calls starting at `offset`, and how many match in all.
+    """
+    query = _filtered_calls(filters or CallFilter())
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page = query.order_by(CallRecord.created_at.desc(), CallRecord.id).offset(offset).limit(limit)
+    return list(session.scalars(page)), total
+
+
+def _remove_files(paths: list[Path]) -> None:
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:  # the rows are gone; a stray file must not fail the request
+            logger.warning("could not delete %s: %s", path, error)
+
+
+def _delete_calls_with_audio(
+    session_factory: sessionmaker[Session], call_ids: list[str], audio_dir: Path
+) -> int:
+    """Delete calls and their audio together: files are moved aside, rows deleted, then
+    the commit decides whether the moved files are removed or put back."""
+    moved: list[tuple[Path, Path]] = []
+    try:
+        with session_scope(session_factory) as session:
+            calls = list(session.scalars(select(CallRecord).where(CallRecord.id.in_(call_ids))))
+            for call in calls:
+                if call.audio_path:
+                    audio = audio_dir / call.audio_path
+                    if audio.exists():
+                        aside = audio.with_name(f".deleting-{audio.name}")
+                        os.replace(audio, aside)
+                        moved.append((audio, aside))
+                session.delete(call)
+            count = len(calls)
+    except BaseException:
+        for audio, aside in moved:
+            os.replace(aside, audio)
+        raise
+    _remove_files([aside for _, aside in moved])
+    return count
+
+
+def delete_call(session_factory: sessionmaker[Session], call_id: str, audio_dir: Path) -> None:
+    """Delete a call's rows and its recording in one transaction (all or nothing).
+
+    Raises
+    ------
+    NotFoundError
+        No such call.
+    """
+    if _delete_calls_with_audio(session_factory, [call_id], audio_dir) == 0:
+        raise NotFoundError(f"call {call_id!r}: not found")
+
+
+def purge_calls(
+    session_factory: sessionmaker[Session],
+    older_than: datetime,
+    audio_dir: Path,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Delete every call stored before `older_than` (timezone-aware), with its audio.
+
+    Finished jobs from before `older_than` are forgotten too.
+
+    Parameters
+    ----------
+    on_progress
+        Called as `on_progress(deleted_so_far, total)` after each batch.
+
+    Returns
+    -------
+    int
+        How many calls were deleted.
+    """
+    with session_factory() as session:
+        call_ids = list(
+            session.scalars(select(CallRecord.id).where(CallRecord.created_at < older_than))
+        )
+    deleted = 0
+    # In batches, so that a large archive is not one huge transaction.
+    for start in range(0, len(call_ids), 200):
+        deleted += _delete_calls_with_audio(
+            session_factory, call_ids[start : start + 200], audio_dir
+        )
+        if on_progress is not None:
+            on_progress(deleted, len(call_ids))
+    with session_scope(session_factory) as session:
+        delete_jobs_older_than(session, older_than)
+    return deleted
+
+
+# ---------------------------------------------------------------------------- alerts
+
+
+def list_alerts(
+    session: Session,
+    *,
+    state: str | None = None,
+    severity: str | None = None,
+    call_id: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[AlertRecord], int]:
+    """Alerts across calls, newest first, one page of them and the total count."""
+    query = select(AlertRecord)
+    if state is not None:
+        query = query.where(AlertRecord.state == state)
+    if severity is not None:
+        query = query.where(AlertRecord.severity == severity)
+    if call_id is not None:
+        query = query.where(AlertRecord.call_id == call_id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page = (
+        query.order_by(AlertRecord.created_at.desc(), AlertRecord.id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    return list(session.scalars(page)), total
+
+
+def get_alert(session: Session, alert_id: int) -> AlertRecord:
+    """The stored alert `alert_id`.
+
+    Raises
+    ------
+    NotFoundError
+        No such alert.
+    """
+    alert = session.get(AlertRecord, alert_id)
+    if alert is None:
+        raise NotFoundError(f"alert {alert_id}: not found")
+    return alert
+
+
+def set_alert_state(session: Session, alert_id: int, state: str) -> AlertRecord:
+    """Acknowledge or resolve an alert; repeating an action keeps its first timestamp.
+
+    A resolved alert stays resolved when acknowledged afterwards (it gets the
+    acknowledgement time too, since resolving implies having seen it).
+
+    Raises
+    ------
+    NotFoundError
+        No such alert.
+    CallmoodError
+        `state` is not "acknowledged" or "resolved".
+    """
+    if state not in ALERT_STATES[1:]:
+        raise CallmoodError(f"alert state {state!r}: must be 'acknowledged' or 'resolved'")
+    alert = get_alert(session, alert_id)
+    now = utc_now()
+    if alert.acknowledged_at is None:
+        alert.acknowledged_at = now
+    if state == "resolved":
+        if alert.resolved_at is None:
+            alert.resolved_at = now
+        alert.state = "resolved"
+    elif alert.state != "resolved":
+        alert.state = "acknowledged"
+    session.flush()
+    return alert
+
+
+# ---------------------------------------------------------------------------- jobs
+
+
+def create_job(
+    session: Session,
+    *,
+    name: str,
+    tags: list[str] | tuple[str, ...] = (),
+    options: dict | None = None,
+    upload_path: str | None = None,
+    audio_media_type: str | None = None,
+    job_id: str | None = None,
+) -> JobRecord:
+    """Queue the analysis of an uploaded call (state "queued")."""
+    job = JobRecord(
+        id=job_id or new_id(),
+        state="queued",
+        name=name[:MAX_NAME_LENGTH],
+        tags=normalise_tags(tags),
+        options=options or {},
+        upload_path=upload_path,
+        audio_media_type=audio_media_type,
+        created_at=utc_now(),
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: str) -> JobRecord:
+    """The job `job_id`.
+
+    Raises
+    ------
+    NotFoundError
+        No such job.
+    """
+    job = session.get(JobRecord, job_id)
+    if job is None:
+        raise NotFoundError(f"job {job_id!r}: not found")
+    return job
+
+
+def mark_job_running(session: Session, job_id: str) -> JobRecord:
+    """Record that a worker started the job."""
+    job = get_job(session, job_id)
+    job.state = "running"
+    job.started_at = utc_now()
+    session.flush()
+    return job
+
+
+def mark_job_done(session: Session, job_id: str, call_id: str) -> JobRecord:
+    """Record that the job stored call `call_id`."""
+    job = get_job(session, job_id)
+    job.state = "done"
+    job.call_id = call_id
+    job.finished_at = utc_now()
+    job.error = None
+    session.flush()
+    return job
+
+
+def mark_job_failed(session: Session, job_id: str, error: str) -> JobRecord:
+    """Record that the job failed, with a message for the user."""
+    job = get_job(session, job_id)
+    job.state = "failed"
+    job.error = error
+    job.finished_at = utc_now()
+    job.upload_path = None
+    session.flush()
+    return job
+
+
+def unfinished_jobs(session: Session) -> list[JobRecord]:
+    """Jobs queued or running (e.g. when the server stopped), oldest first."""
+    query = (
+        select(JobRecord)
+        .where(JobRecord.state.in_(("queued", "running")))
+        .order_by(JobRecord.created_at)
+    )
+    return list(session.scalars(query))
+
+
+def delete_jobs_older_than(session: Session, older_than: datetime) -> int:
+    """Forget finished jobs created before `older_than` (part of retention)."""
+    outcome = session.execute(
+        delete(JobRecord).where(
+            JobRecord.created_at < older_than, JobRecord.state.in_(("done", "failed"))
+        )
+    )
+    return outcome.rowcount or 0

@@ -1,0 +1,149 @@
+"""On-the-fly training augmentation: noise, gain, speed, telephone channel, SpecAugment, mixup.
+
+Waveform augmentations work on one float32 16 kHz clip with a numpy generator;
+SpecAugment and mixup work on a torch batch of features. Validation and test
+audio is never augmented.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from callmood.audio import TELEPHONE_SAMPLE_RATE, decode_g711, encode_telephone, resample
+from callmood.training.config import AugmentationConfig
+
+
+def add_noise(waveform: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """Add white, pink or brown noise at a signal-to-noise ratio of `snr_db` (dB).
+
+    The colour is drawn at random: call-centre noise is rarely white.
+    """
+    noise = rng.standard_normal(len(waveform)).astype(np.float32)
+    colour = rng.integers(3)
+    if colour > 0 and len(waveform) > 1:
+        # Shape the spectrum by 1/f (pink) or 1/f^2 (brown) power.
+        spectrum = np.fft.rfft(noise)
+        frequencies = np.arange(len(spectrum), dtype=np.float32)
+        frequencies[0] = 1.0
+        spectrum /= frequencies ** (0.5 * colour)
+        noise = np.fft.irfft(spectrum, n=len(waveform)).astype(np.float32)
+    signal_power = float(np.mean(waveform**2)) + 1e-10
+    noise_power = float(np.mean(noise**2)) + 1e-10
+    scale = np.sqrt(signal_power / (noise_power * 10 ** (snr_db / 10)))
+    return (waveform + scale * noise).astype(np.float32)
+
+
+def apply_gain(waveform: np.ndarray, gain_db: float) -> np.ndarray:
+    """Scale by `gain_db` decibels, clipped to [-1, 1] like a real recording chain."""
+    return np.clip(waveform * 10 ** (gain_db / 20), -1.0, 1.0).astype(np.float32)
+
+
+def _resample(waveform: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
+    return resample(waveform, orig_rate, target_rate)
+
+
+def change_speed(waveform: np.ndarray, factor: float, sample_rate: int = 16000) -> np.ndarray:
+    """Play `factor` times faster (tempo and pitch together, like a tape), by resampling.
+
+    The result has ``len(waveform) / factor`` samples.
+    """
+    if abs(factor - 1.0) < 1e-3:
+        return waveform
+    return _resample(waveform, round(sample_rate * factor), sample_rate)
+
+
+def telephone_channel(waveform: np.ndarray, codec: str, sample_rate: int = 16000) -> np.ndarray:
+    """Simulate a phone line: 8 kHz G.711 (``"mulaw"`` or ``"alaw"``), back to `sample_rate`.
+
+    Uses `callmood.audio`'s G.711 codec, so training sees exactly the
+    distortion the call pipeline decodes: nothing above 4 kHz, plus the 8-bit
+    companding noise.
+    """
+    line_bytes = encode_telephone(np.clip(waveform, -1.0, 1.0), sample_rate, codec)
+    narrowband = decode_g711(line_bytes, codec)
+    restored = _resample(narrowband, TELEPHONE_SAMPLE_RATE, sample_rate)
+    # Resampling may be off by a sample; keep the length so crops stay aligned.
+    if len(restored) >= len(waveform):
+        return restored[: len(waveform)]
+    return np.pad(restored, (0, len(waveform) - len(restored)))
+
+
+class WaveformAugmenter:
+    """Applies the configured audio augmentations to one clip, each with its own probability."""
+
+    def __init__(self, config: AugmentationConfig, sample_rate: int = 16000) -> None:
+        self.config = config
+        self.sample_rate = sample_rate
+
+    def speed_factor(self, rng: np.random.Generator) -> float:
+        """Draw the speed factor first, so the caller can crop ``crop * factor`` seconds."""
+        speed = self.config.speed
+        if speed.probability > 0 and rng.random() < speed.probability:
+            return float(rng.uniform(*speed.factors))
+        return 1.0
+
+    def __call__(
+        self, waveform: np.ndarray, rng: np.random.Generator, *, speed_factor: float = 1.0
+    ) -> np.ndarray:
+        config = self.config
+        waveform = change_speed(waveform, speed_factor, self.sample_rate)
+        if config.gain.probability > 0 and rng.random() < config.gain.probability:
+            waveform = apply_gain(waveform, float(rng.uniform(*config.gain.db)))
+        if config.noise.probability > 0 and rng.random() < config.noise.probability:
+            waveform = add_noise(waveform, float(rng.uniform(*config.noise.snr_db)), rng)
+        telephone = config.telephone
+        if telephone.probability > 0 and telephone.codecs and rng.random() < telephone.probability:
+            codec = telephone.codecs[int(rng.integers(len(telephone.codecs)))]
+            waveform = telephone_channel(waveform, codec, self.sample_rate)
+        return waveform
+
+
+def spec_augment(
+    features: torch.Tensor, config: AugmentationConfig, rng: np.random.Generator
+) -> torch.Tensor:
+    """Mask random time and feature stripes (SpecAugment) of a batch, in place.
+
+    Parameters
+    ----------
+    features
+        (B, num_features, frames). Masked cells take the clip's mean of that
+        feature, which the model's normalisation maps to about zero.
+    """
+    settings = config.spec_augment
+    batch, num_features, frames = features.shape
+    means = features.mean(dim=2, keepdim=True)
+    for b in range(batch):
+        if rng.random() >= settings.probability:
+            continue
+        for _ in range(settings.time_masks):
+            width = int(rng.integers(0, min(settings.time_mask_frames, frames) + 1))
+            start = int(rng.integers(0, frames - width + 1))
+            features[b, :, start : start + width] = means[b]
+        for _ in range(settings.freq_masks):
+            width = int(rng.integers(0, min(settings.freq_mask_bins, num_features) + 1))
+            start = int(rng.integers(0, num_features - width + 1))
+            features[b, start : start + width, :] = means[b, start : start + width]
+    return features
+
+
+def mixup(
+    features: torch.Tensor, targets: torch.Tensor, alpha: float, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blend the batch with a shuffled copy of itself (mixup).
+
+    Parameters
+    ----------
+    targets
+        (B, classes) class probabilities (one-hot or smoothed).
+
+    Returns
+    -------
+    (features, targets), both blended with one weight drawn from Beta(alpha, alpha).
+    """
+    weight = float(rng.beta(alpha, alpha))
+    order = torch.from_numpy(rng.permutation(features.shape[0]))
+    return (
+        weight * features + (1 - weight) * features[order],
+        weight * targets + (1 - weight) * targets[order],
+    )

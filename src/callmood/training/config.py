@@ -1,0 +1,282 @@
+"""The typed training configuration: every default lives here, a YAML file overrides some of them.
+
+`load_training_config(path)` reads and validates a YAML file and raises
+:class:`TrainingConfigError` naming the file, the key and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from callmood.errors import CallmoodError
+
+
+class TrainingConfigError(CallmoodError):
+    """A training configuration file that cannot be used (syntax, unknown key, wrong type, path)."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a misspelt option silently ignored is a wasted training run.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CorpusSource(_Strict):
+    """A corpus on disk, turned into manifest rows by `callmood.corpora.CORPORA[name]`."""
+
+    name: str = Field(
+        description="corpus name, a key of callmood.corpora.CORPORA (ravdess, emodb, ...)"
+    )
+    path: Path = Field(description="corpus folder; relative paths are relative to the project root")
+
+
+class OptimizerConfig(_Strict):
+    """AdamW settings."""
+
+    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(1e-2, ge=0)
+
+
+class ScheduleConfig(_Strict):
+    """Learning-rate schedule, stepped once per batch."""
+
+    kind: Literal["cosine", "onecycle", "constant"] = "onecycle"
+    warmup_fraction: float = Field(
+        0.1, ge=0, lt=1, description="share of all steps spent warming up (cosine and onecycle)"
+    )
+
+
+class EarlyStoppingConfig(_Strict):
+    """Stop when validation UA has not improved for `patience` epochs."""
+
+    enabled: bool = True
+    patience: int = Field(8, ge=1, description="epochs without a better validation UA")
+
+
+class ValidationConfig(_Strict):
+    """Held-out part of the training groups used for early stopping and the best checkpoint."""
+
+    fraction: float = Field(
+        0.15, ge=0, lt=1, description="share of training groups (speakers) held out; 0 = none"
+    )
+    min_groups: int = Field(1, ge=1, description="at least this many groups when fraction > 0")
+
+
+class NoiseConfig(_Strict):
+    probability: float = Field(0.5, ge=0, le=1)
+    snr_db: tuple[float, float] = Field((5.0, 30.0), description="SNR drawn uniformly, dB")
+
+
+class GainConfig(_Strict):
+    probability: float = Field(0.5, ge=0, le=1)
+    db: tuple[float, float] = Field((-6.0, 6.0), description="gain drawn uniformly, dB")
+
+
+class SpeedConfig(_Strict):
+    probability: float = Field(0.3, ge=0, le=1)
+    factors: tuple[float, float] = Field(
+        (0.9, 1.1), description="speed factor drawn uniformly; 1.1 = 10 % faster and higher"
+    )
+
+
+class TelephoneConfig(_Strict):
+    probability: float = Field(0.0, ge=0, le=1)
+    codecs: list[Literal["mulaw", "alaw"]] = Field(default_factory=lambda: ["mulaw", "alaw"])
+
+
+class SpecAugmentConfig(_Strict):
+    probability: float = Field(0.5, ge=0, le=1)
+    time_masks: int = Field(2, ge=0)
+    time_mask_frames: int = Field(20, ge=1, description="longest time mask, frames")
+    freq_masks: int = Field(2, ge=0)
+    freq_mask_bins: int = Field(6, ge=1, description="widest feature mask, bins")
+
+
+class AugmentationConfig(_Strict):
+    """On-the-fly augmentation of training crops (never of validation or test clips)."""
+
+    waveform_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description=(
+            "share of training batches augmented as audio (noise, gain, speed, telephone) "
+            "whose features are recomputed; the rest use cached clean features"
+        ),
+    )
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    gain: GainConfig = Field(default_factory=GainConfig)
+    speed: SpeedConfig = Field(default_factory=SpeedConfig)
+    telephone: TelephoneConfig = Field(default_factory=TelephoneConfig)
+    spec_augment: SpecAugmentConfig = Field(default_factory=SpecAugmentConfig)
+    mixup_alpha: float = Field(0.0, ge=0, description="Beta(alpha, alpha) mixup; 0 = off")
+
+
+class TrainingConfig(_Strict):
+    """Everything a training run needs; the defaults are a sensible small recipe."""
+
+    name: str = "callmood-model"
+    corpora: list[CorpusSource] = Field(default_factory=list)
+    manifests: list[Path] = Field(default_factory=list, description="manifest CSV files")
+    label_set: str = Field("iemocap4", description="a key of callmood.labels.LABEL_SETS")
+    features: dict[str, Any] = Field(
+        default_factory=dict, description="callmood.features.FeatureConfig fields"
+    )
+    model: dict[str, Any] = Field(
+        default_factory=dict,
+        description="callmood.models.parallel_cnn_transformer.ModelConfig fields (not num_classes)",
+    )
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(32, ge=2)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    seed: int = 0
+    crop_seconds: float = Field(3.0, gt=0, description="length of training crops, seconds")
+    window_seconds: float = Field(
+        3.0, gt=0, description="analysis window recorded in the model package, seconds"
+    )
+    class_balance: Literal["weighted_loss", "balanced_sampler", "none"] = "weighted_loss"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
+    num_threads: int | None = Field(
+        1, ge=1, description="torch CPU threads (None = torch's default)"
+    )
+    export_onnx: bool = True
+
+    @field_validator("corpora", mode="before")
+    @classmethod
+    def _corpora_as_list(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @model_validator(mode="after")
+    def _has_data(self) -> TrainingConfig:
+        if not self.corpora and not self.manifests:
+            raise ValueError("give at least one entry in `corpora` or `manifests`")
+        return self
+
+    def feature_config(self) -> Any:
+        """The `callmood.features.FeatureConfig` this run uses."""
+        from callmood.features import FeatureConfig, FeatureError
+
+        try:
+            return FeatureConfig.from_dict(dict(self.features))
+        except (FeatureError, TypeError) as error:
+            raise TrainingConfigError(f"features: {error}") from None
+
+    def resolve_paths(self, project_root: Path) -> TrainingConfig:
+        """A copy with relative corpus and manifest paths made absolute against `project_root`."""
+
+        def resolve(path: Path) -> Path:
+            expanded = Path(os.path.expandvars(str(path))).expanduser()
+            return expanded if expanded.is_absolute() else (project_root / expanded).resolve()
+
+        return self.model_copy(
+            update={
+                "corpora": [CorpusSource(name=c.name, path=resolve(c.path)) for c in self.corpora],
+                "manifests": [resolve(m) for m in self.manifests],
+            }
+        )
+
+
+def project_root_for(config_path: Path) -> Path:
+    """The folder relative paths in `config_path` are read against.
+
+    That is the nearest folder above the file holding a `pyproject.toml` (the
+    project root, so `../shared/data/ravdess` means the same from any working
+    directory), else the config file's own folder.
+    """
+    config_path = config_path.resolve()
+    for folder in config_path.parents:
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    return config_path.parent
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            problems.append(f"unknown key `{where}`")
+        else:
+            problems.append(f"`{where}`: {item['msg']}")
+    return "; ".join(problems)
+
+
+def parse_training_config(data: Any, *, source: str = "<config>") -> TrainingConfig:
+    """Validate a mapping (e.g. parsed YAML) as a :class:`TrainingConfig`.
+
+    Raises
+    ------
+    TrainingConfigError
+        Naming `source` and every key that is unknown, mistyped or out of range.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise TrainingConfigError(
+            f"{source}: expected a mapping of options, got {type(data).__name__}"
+        )
+    try:
+        return TrainingConfig.model_validate(data)
+    except ValidationError as error:
+        raise TrainingConfigError(f"{source}: {_format_validation_error(error)}") from None
+
+
+def load_training_config(path: str | Path, *, check_paths: bool = True) -> TrainingConfig:
+    """Read a YAML training config, validate it and resolve its paths.
+
+    Parameters
+    ----------
+    path
+        The YAML file.
+    check_paths
+        Check that every corpus folder and manifest file exists.
+
+    Raises
+    ------
+    TrainingConfigError
+        The file is missing, is not YAML, has an unknown key or a wrong type, or
+        names a corpus folder or manifest that does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise TrainingConfigError(f"{path}: not valid YAML ({error})") from None
+    config = parse_training_config(data, source=str(path))
+    config = config.resolve_paths(project_root_for(path))
+    if check_paths:
+        check_config_paths(config, source=str(path))
+    return config
+
+
+def check_config_paths(config: TrainingConfig, *, source: str = "<config>") -> None:
+    """Raise :class:`TrainingConfigError` for a corpus folder or manifest that does not exist."""
+    from callmood.corpora import CORPORA
+    from callmood.labels import LABEL_SETS
+
+    for corpus in config.corpora:
+        if corpus.name not in CORPORA:
+            known = ", ".join(sorted(CORPORA))
+            raise TrainingConfigError(f"{source}: unknown corpus `{corpus.name}` (known: {known})")
+        if not corpus.path.is_dir():
+            raise TrainingConfigError(
+                f"{source}: corpus folder for `{corpus.name}` not found: {corpus.path}"
+            )
+    for manifest in config.manifests:
+        if not manifest.is_file():
+            raise TrainingConfigError(f"{source}: manifest not found: {manifest}")
+    if config.label_set not in LABEL_SETS:
+        known = ", ".join(sorted(LABEL_SETS))
+        raise TrainingConfigError(
+            f"{source}: unknown label_set `{config.label_set}` (known: {known})"
+        )

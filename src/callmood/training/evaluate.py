@@ -1,0 +1,339 @@
+"""Speaker-independent evaluation protocols: leave-one-group-out, grouped k-fold,
+cross-corpus, and the held-out test of a saved model.
+
+Every protocol trains (where it trains) only on groups it never tests on, and
+predicts each test clip whole.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from callmood.errors import CallmoodError
+from callmood.training.config import TrainingConfig
+from callmood.training.data import ClipSet, build_clip_set, load_rows, map_labels
+from callmood.training.folds import Fold, grouped_kfold, leave_one_group_out, validation_split
+from callmood.training.loop import evaluate_clips, predict_clips, train_model
+from callmood.training.metrics import (
+    ClassificationMetrics,
+    FoldSummary,
+    classification_metrics,
+    summarize_folds,
+)
+
+PROTOCOLS = ("loso", "kfold", "cross-corpus", "holdout")
+
+
+class EvaluationError(CallmoodError):
+    """An evaluation that cannot run as asked (unknown protocol or corpus, no shared labels...)."""
+
+
+@dataclass
+class FoldOutcome:
+    """One fold: what was tested, how training went, the test metrics."""
+
+    name: str
+    test_groups: tuple[str, ...]
+    num_train: int
+    num_validation: int
+    num_test: int
+    epochs_run: int
+    best_epoch: int
+    metrics: ClassificationMetrics
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "test_groups": list(self.test_groups),
+            "num_train": self.num_train,
+            "num_validation": self.num_validation,
+            "num_test": self.num_test,
+            "epochs_run": self.epochs_run,
+            "best_epoch": self.best_epoch,
+            "metrics": self.metrics.to_dict(),
+        }
+
+
+@dataclass
+class EvaluationResult:
+    """The outcome of one protocol, ready for :mod:`callmood.training.report`."""
+
+    protocol: str
+    description: str
+    classes: tuple[str, ...]
+    folds: list[FoldOutcome]
+    summary: FoldSummary
+    seconds: float
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "title": "Performance evaluation",
+            "protocol": self.protocol,
+            "description": self.description,
+            "classes": list(self.classes),
+            "summary": {
+                "num_folds": len(self.folds),
+                "mean": self.summary.mean,
+                "std": self.summary.std,
+                "pooled": self.summary.pooled.to_dict(),
+            },
+            "folds": [fold.to_dict() for fold in self.folds],
+            "seconds": round(self.seconds, 1),
+            "details": self.details,
+        }
+
+
+FoldCallback = Callable[[int, int, FoldOutcome], None]
+
+
+def prepare_clip_set(
+    config: TrainingConfig,
+    *,
+    classes: tuple[str, ...] | None = None,
+    keep: Callable[[object], bool] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ClipSet:
+    """Decode and featurise the config's clips once, for every fold to share.
+
+    Parameters
+    ----------
+    classes
+        Restrict to these classes of the label set (cross-corpus: the shared ones).
+    keep
+        Keep only manifest rows for which this returns True.
+    """
+    from callmood.labels import label_set
+
+    rows, labels = map_labels(load_rows(config), config.label_set)
+    if keep is not None:
+        pairs = [(row, label) for row, label in zip(rows, labels, strict=True) if keep(row)]
+        rows, labels = [p[0] for p in pairs], [p[1] for p in pairs]
+    classes = classes or label_set(config.label_set)
+    pairs = [(row, label) for row, label in zip(rows, labels, strict=True) if label in classes]
+    if not pairs:
+        raise EvaluationError(f"no clip has a label in {', '.join(classes)}")
+    total = len(pairs)
+    return build_clip_set(
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+        classes,
+        config.feature_config(),
+        keep_waveforms=config.augmentation.waveform_fraction > 0,
+        on_clip=(lambda i: progress(i + 1, total)) if progress else None,
+    )
+
+
+def run_folds(
+    config: TrainingConfig,
+    clips: ClipSet,
+    folds: list[Fold],
+    *,
+    on_fold: FoldCallback | None = None,
+) -> list[FoldOutcome]:
+    """Train one model per fold (validation groups drawn from its training groups) and test it."""
+    outcomes = []
+    for number, fold in enumerate(folds):
+        train_part, validation_part = validation_split(
+            clips.groups[fold.train_indices],
+            fraction=config.validation.fraction,
+            min_groups=config.validation.min_groups,
+            seed=config.seed + number,
+            corpora=clips.corpora[fold.train_indices],
+        )
+        train_indices = fold.train_indices[train_part]
+        validation_indices = fold.train_indices[validation_part]
+        result = train_model(config, clips, train_indices, validation_indices)
+        metrics = evaluate_clips(result.model, clips, fold.test_indices)
+        outcome = FoldOutcome(
+            name=fold.name,
+            test_groups=fold.test_groups,
+            num_train=len(train_indices),
+            num_validation=len(validation_indices),
+            num_test=len(fold.test_indices),
+            epochs_run=len(result.history),
+            best_epoch=result.best_epoch + 1,
+            metrics=metrics,
+        )
+        outcomes.append(outcome)
+        if on_fold is not None:
+            on_fold(number, len(folds), outcome)
+    return outcomes
+
+
+def _corpora_text(clips: ClipSet) -> str:
+    return "+".join(sorted({row.corpus for row in clips.rows}))
+
+
+def evaluate_cross_validation(
+    config: TrainingConfig,
+    protocol: str,
+    *,
+    num_folds: int = 6,
+    clips: ClipSet | None = None,
+    on_fold: FoldCallback | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvaluationResult:
+    """Leave-one-group-out (``"loso"``) or grouped k-fold (``"kfold"``) over the config's data."""
+    started = time.perf_counter()
+    if protocol not in ("loso", "kfold"):
+        raise EvaluationError(f"unknown cross-validation protocol {protocol!r}; use loso or kfold")
+    clips = clips or prepare_clip_set(config, progress=progress)
+    if protocol == "loso":
+        folds = leave_one_group_out(clips.groups)
+        description = (
+            f"leave-one-group-out over {len(folds)} groups (speakers or sessions) of "
+            f"{_corpora_text(clips)}, {len(clips.classes)} classes ({config.label_set})"
+        )
+    else:
+        folds = grouped_kfold(clips.groups, num_folds, corpora=clips.corpora)
+        description = (
+            f"speaker-grouped {num_folds}-fold cross-validation of {_corpora_text(clips)}, "
+            f"{len(clips.classes)} classes ({config.label_set}); each corpus's speakers sorted "
+            "and cut into consecutive blocks"
+        )
+    outcomes = run_folds(config, clips, folds, on_fold=on_fold)
+    return EvaluationResult(
+        protocol=protocol,
+        description=description,
+        classes=clips.classes,
+        folds=outcomes,
+        summary=summarize_folds([o.metrics for o in outcomes]),
+        seconds=time.perf_counter() - started,
+        details={"config": config.model_dump(mode="json"), "num_clips": len(clips)},
+    )
+
+
+def evaluate_cross_corpus(
+    config: TrainingConfig,
+    train_corpus: str,
+    test_corpus: str,
+    *,
+    on_fold: FoldCallback | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvaluationResult:
+    """Train on every clip of `train_corpus`, test on every clip of `test_corpus`.
+
+    Only the classes of the label set present in both corpora are used.
+    """
+    from callmood.labels import label_set
+
+    started = time.perf_counter()
+    rows, labels = map_labels(load_rows(config), config.label_set)
+    present: dict[str, set[str]] = {}
+    for row, label in zip(rows, labels, strict=True):
+        present.setdefault(row.corpus, set()).add(label)
+    for corpus in (train_corpus, test_corpus):
+        if corpus not in present:
+            found = ", ".join(sorted(present)) or "none"
+            raise EvaluationError(f"corpus {corpus!r} is not in the config's data (found: {found})")
+    if train_corpus == test_corpus:
+        raise EvaluationError("cross-corpus needs two different corpora")
+    shared = tuple(
+        c for c in label_set(config.label_set) if c in present[train_corpus] & present[test_corpus]
+    )
+    if len(shared) < 2:
+        raise EvaluationError(
+            f"{train_corpus} and {test_corpus} share fewer than 2 classes of {config.label_set}"
+        )
+    clips = prepare_clip_set(
+        config,
+        classes=shared,
+        keep=lambda row: row.corpus in (train_corpus, test_corpus),
+        progress=progress,
+    )
+    corpus_of = np.array([row.corpus for row in clips.rows])
+    fold = Fold(
+        name=f"{train_corpus} -> {test_corpus}",
+        train_indices=np.flatnonzero(corpus_of == train_corpus),
+        test_indices=np.flatnonzero(corpus_of == test_corpus),
+        test_groups=tuple(sorted({str(g) for g in clips.groups[corpus_of == test_corpus]})),
+    )
+    outcomes = run_folds(config, clips, [fold], on_fold=on_fold)
+    return EvaluationResult(
+        protocol="cross-corpus",
+        description=(
+            f"cross-corpus: trained on all of {train_corpus}, tested on all of {test_corpus}, "
+            f"over the {len(shared)} shared classes of {config.label_set}"
+        ),
+        classes=shared,
+        folds=outcomes,
+        summary=summarize_folds([o.metrics for o in outcomes]),
+        seconds=time.perf_counter() - started,
+        details={"config": config.model_dump(mode="json"), "num_clips": len(clips)},
+    )
+
+
+def evaluate_saved_model(
+    model_dir: Path,
+    manifest_path: Path,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvaluationResult:
+    """Test a saved model package on every clip of a manifest whose label it can predict.
+
+    Labels are mapped into the model's classes as training maps them (calm ->
+    neutral for a 4-class model); other clips are left out and counted.
+    """
+    from callmood.features import FeatureExtractor
+    from callmood.labels import LABEL_SETS, to_label_set
+    from callmood.manifest import read_manifest
+    from callmood.models.package import load_model_package
+    from callmood.training.data import decode_clip
+
+    started = time.perf_counter()
+    package = load_model_package(model_dir)
+    classes = tuple(package.labels)
+    set_name = next((name for name, labels in LABEL_SETS.items() if labels == classes), None)
+    rows = read_manifest(manifest_path)
+    kept, targets = [], []
+    for row in rows:
+        label = to_label_set(row.label, set_name) if set_name else row.label
+        if label in classes:
+            kept.append(row)
+            targets.append(classes.index(label))
+    if not kept:
+        raise EvaluationError(
+            f"{manifest_path}: no clip has a label the model predicts ({', '.join(classes)})"
+        )
+    extractor = FeatureExtractor(package.feature_config).eval()
+    features = []
+    for i, row in enumerate(kept):
+        waveform = decode_clip(row.path, package.feature_config.sample_rate)
+        with torch.no_grad():
+            features.append(extractor(torch.from_numpy(waveform)[None])[0])
+        if progress is not None:
+            progress(i + 1, len(kept))
+    logits = predict_clips(package.model, features)
+    metrics = classification_metrics(np.array(targets), logits.argmax(1), classes)
+    groups = tuple(sorted({row.group for row in kept}))
+    outcome = FoldOutcome(
+        name="held-out test",
+        test_groups=groups,
+        num_train=0,
+        num_validation=0,
+        num_test=len(kept),
+        epochs_run=0,
+        best_epoch=0,
+        metrics=metrics,
+    )
+    return EvaluationResult(
+        protocol="holdout",
+        description=(
+            f"held-out test of the saved model {model_dir} on {manifest_path} "
+            f"({len(kept)} clips of {len(groups)} speakers/groups; {len(rows) - len(kept)} clips "
+            "with labels outside the model's classes left out); the model's training speakers "
+            "must not be among them for the numbers to be speaker-independent"
+        ),
+        classes=classes,
+        folds=[outcome],
+        summary=summarize_folds([metrics]),
+        seconds=time.perf_counter() - started,
+        details={"model": str(model_dir), "manifest": str(manifest_path)},
+    )

@@ -1,0 +1,414 @@
+"""The training loop: crops and augmentation, class balancing, AdamW with a schedule, early
+stopping on validation UA, and resumable checkpoints that hold data, never code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from callmood.errors import CallmoodError
+from callmood.training.augment import WaveformAugmenter, mixup, spec_augment
+from callmood.training.config import TrainingConfig
+from callmood.training.data import ClipSet, TrainingDataError, epoch_batches, random_crop
+from callmood.training.metrics import ClassificationMetrics, classification_metrics
+
+LAST_CHECKPOINT = "last.pt"
+BEST_WEIGHTS = "best.safetensors"
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(CallmoodError):
+    """A checkpoint that cannot be resumed from (missing, corrupt, or from another config)."""
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch did; written as one JSON line to ``metrics.jsonl``."""
+
+    epoch: int
+    train_loss: float
+    learning_rate: float
+    validation_ua: float | None
+    validation_wa: float | None
+    seconds: float
+    best: bool
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TrainingResult:
+    """The trained model (best weights by validation UA, or last without validation)."""
+
+    model: torch.nn.Module
+    history: list[EpochRecord]
+    best_epoch: int
+    best_validation_ua: float | None
+    validation_metrics: ClassificationMetrics | None = None
+    stopped_early: bool = False
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def build_model(config: TrainingConfig, num_features: int, num_classes: int) -> torch.nn.Module:
+    """The parallel CNN + transformer for this config's `model` block."""
+    from callmood.models.parallel_cnn_transformer import ModelConfig, ParallelCNNTransformer
+
+    try:
+        model_config = ModelConfig(
+            **{**config.model, "num_features": num_features, "num_classes": num_classes}
+        )
+    except TypeError as error:
+        from callmood.training.config import TrainingConfigError
+
+        raise TrainingConfigError(f"model: {error}") from None
+    return ParallelCNNTransformer(model_config)
+
+
+def feature_statistics(clips: ClipSet, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and standard deviation over every frame of the training clips."""
+    total = None
+    total_sq = None
+    frames = 0
+    for i in indices:
+        features = clips.features[i].double()
+        total = features.sum(1) if total is None else total + features.sum(1)
+        squares = features.square().sum(1)
+        total_sq = squares if total_sq is None else total_sq + squares
+        frames += features.shape[1]
+    mean = total / frames
+    std = (total_sq / frames - mean.square()).clamp(min=1e-8).sqrt()
+    return mean.float(), std.float()
+
+
+def set_normalization(model: torch.nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Store the training-set feature statistics in the model (exported with it to ONNX)."""
+    model.set_normalization(mean, std)
+
+
+def class_weights(counts: np.ndarray) -> torch.Tensor:
+    """Inverse-frequency weights, ``N / (classes * count)``: each class weighs the same in total."""
+    counts = np.maximum(counts, 1)
+    return torch.tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32)
+
+
+@torch.no_grad()
+def predict_clips(model: torch.nn.Module, features: list[torch.Tensor]) -> np.ndarray:
+    """Logits of each whole clip, shape (N, classes); clips run one by one (no padding)."""
+    model.eval()
+    logits = [model(clip[None])[0] for clip in features]
+    return torch.stack(logits).numpy() if logits else np.zeros((0, 0), dtype=np.float32)
+
+
+def evaluate_clips(
+    model: torch.nn.Module, clips: ClipSet, indices: np.ndarray
+) -> ClassificationMetrics:
+    """UA, WA, ... of the model on whole clips `indices` of `clips`."""
+    logits = predict_clips(model, [clips.features[i] for i in indices])
+    return classification_metrics(clips.targets[indices], logits.argmax(1), clips.classes)
+
+
+def _make_scheduler(
+    config: TrainingConfig, optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    schedule = config.schedule
+    if schedule.kind == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=config.optimizer.learning_rate,
+            total_steps=total_steps,
+            pct_start=max(schedule.warmup_fraction, 1e-3),
+        )
+    warmup = int(schedule.warmup_fraction * total_steps) if schedule.kind == "cosine" else 0
+
+    def factor(step: int) -> float:
+        if schedule.kind == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class _BatchMaker:
+    """Turns a batch of clip indices into (features, targets) for one training step."""
+
+    def __init__(self, config: TrainingConfig, clips: ClipSet) -> None:
+        from callmood.features import FeatureExtractor
+
+        self.config = config
+        self.clips = clips
+        feature_config = clips.feature_config
+        self.crop_samples = round(config.crop_seconds * feature_config.sample_rate)
+        self.crop_frames = feature_config.frames_for(self.crop_samples)
+        self.augmenter = WaveformAugmenter(config.augmentation, feature_config.sample_rate)
+        self.extractor = FeatureExtractor(feature_config).eval()
+        self.waveform_fraction = (
+            config.augmentation.waveform_fraction if clips.waveforms is not None else 0.0
+        )
+
+    def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        augmentation = self.config.augmentation
+        if self.waveform_fraction > 0 and rng.random() < self.waveform_fraction:
+            waveforms = []
+            for i in batch:
+                factor = self.augmenter.speed_factor(rng)
+                # Crop `factor` times more audio so the sped-up crop is crop_seconds long.
+                source = self.clips.waveforms[i].astype(np.float32)
+                crop = random_crop(source, round(self.crop_samples * factor), rng)
+                crop = self.augmenter(np.ascontiguousarray(crop), rng, speed_factor=factor)
+                waveforms.append(_fit_length(crop, self.crop_samples))
+            with torch.no_grad():
+                features = self.extractor(torch.from_numpy(np.stack(waveforms)))
+        else:
+            features = torch.stack(
+                [random_crop(self.clips.features[i], self.crop_frames, rng) for i in batch]
+            ).clone()
+        if augmentation.spec_augment.probability > 0:
+            spec_augment(features, augmentation, rng)
+        return features
+
+
+def _fit_length(waveform: np.ndarray, length: int) -> np.ndarray:
+    if len(waveform) >= length:
+        return waveform[:length]
+    return np.pad(waveform, (0, length - len(waveform)), mode="wrap")
+
+
+def _rng_state(rng: np.random.Generator) -> dict:
+    return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
+
+
+def _restore_rng(rng: np.random.Generator, state: dict) -> None:
+    rng.bit_generator.state = state["numpy"]
+    torch.set_rng_state(state["torch"])
+
+
+def _config_fingerprint(config: TrainingConfig) -> str:
+    # Resuming under a different recipe would silently mix two experiments.
+    return json.dumps(
+        config.model_dump(mode="json", exclude={"epochs", "num_threads", "name"}), sort_keys=True
+    )
+
+
+def train_model(
+    config: TrainingConfig,
+    clips: ClipSet,
+    train_indices: np.ndarray,
+    validation_indices: np.ndarray,
+    *,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    on_step: Callable[[int, int, float], None] | None = None,
+    on_epoch_end: Callable[[EpochRecord], None] | None = None,
+) -> TrainingResult:
+    """Train a model on `train_indices`, early-stopping on whole-clip UA of `validation_indices`.
+
+    Parameters
+    ----------
+    checkpoint_dir
+        Where ``last.pt`` (model, optimiser, scheduler, epoch, RNG states) and
+        ``best.safetensors`` are written after every epoch; ``None`` = nowhere.
+    resume
+        Continue from ``checkpoint_dir/last.pt``; the result equals an
+        uninterrupted run with the same seed.
+    on_step
+        Called with (step, steps_per_epoch, loss) after each batch.
+    on_epoch_end
+        Called with each epoch's record (after its checkpoint is written).
+
+    Raises
+    ------
+    TrainingDataError
+        When the training set misses a class or is empty.
+    CheckpointError
+        When `resume` finds no usable checkpoint.
+    """
+    started = time.perf_counter()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    train_indices = np.asarray(train_indices, dtype=np.int64)
+    validation_indices = np.asarray(validation_indices, dtype=np.int64)
+    counts = clips.subset_counts(train_indices)
+    if len(train_indices) == 0:
+        raise TrainingDataError("no training clips")
+    missing = [name for name, count in zip(clips.classes, counts, strict=True) if count == 0]
+    if missing:
+        raise TrainingDataError(f"no training clips of class {', '.join(missing)}")
+
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = build_model(config, clips.features[0].shape[0], len(clips.classes))
+    mean, std = feature_statistics(clips, train_indices)
+    set_normalization(model, mean, std)
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=config.optimizer.learning_rate,
+        weight_decay=config.optimizer.weight_decay,
+    )
+    steps_per_epoch = max(1, len(train_indices) // config.batch_size)
+    scheduler = _make_scheduler(config, optimizer, config.epochs * steps_per_epoch)
+    weights = class_weights(counts) if config.class_balance == "weighted_loss" else None
+    make_batch = _BatchMaker(config, clips)
+    num_classes = len(clips.classes)
+
+    history: list[EpochRecord] = []
+    start_epoch = 0
+    best_ua: float | None = None
+    best_epoch = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    epochs_since_best = 0
+    if resume:
+        if checkpoint_dir is None or not (checkpoint_dir / LAST_CHECKPOINT).is_file():
+            raise CheckpointError(f"nothing to resume: no {LAST_CHECKPOINT} in {checkpoint_dir}")
+        state = _load_checkpoint(checkpoint_dir / LAST_CHECKPOINT)
+        if state["config"] != _config_fingerprint(config):
+            raise CheckpointError(
+                f"{checkpoint_dir / LAST_CHECKPOINT} was written by a different training config; "
+                "use a fresh output folder"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _restore_rng(rng, state["rng"])
+        start_epoch = int(state["epoch"]) + 1
+        best_ua = state["best_ua"]
+        best_epoch = int(state["best_epoch"])
+        epochs_since_best = int(state["epochs_since_best"])
+        history = [EpochRecord(**record) for record in state["history"]]
+        if (checkpoint_dir / BEST_WEIGHTS).is_file():
+            best_state = load_file(checkpoint_dir / BEST_WEIGHTS)
+
+    stopped_early = False
+    for epoch in range(start_epoch, config.epochs):
+        if (
+            config.early_stopping.enabled
+            and len(validation_indices)
+            and epochs_since_best >= config.early_stopping.patience
+        ):
+            stopped_early = True
+            break
+        epoch_started = time.perf_counter()
+        model.train()
+        losses = []
+        batches = epoch_batches(
+            train_indices,
+            clips.targets,
+            config.batch_size,
+            rng,
+            balanced=config.class_balance == "balanced_sampler",
+        )
+        for step, batch in enumerate(batches):
+            features = make_batch(batch, rng)
+            targets = F.one_hot(torch.from_numpy(clips.targets[batch]), num_classes).float()
+            if config.label_smoothing > 0:
+                targets = (
+                    targets * (1 - config.label_smoothing) + config.label_smoothing / num_classes
+                )
+            if config.augmentation.mixup_alpha > 0:
+                features, targets = mixup(features, targets, config.augmentation.mixup_alpha, rng)
+            logits = model(features)
+            loss = F.cross_entropy(logits, targets, weight=weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss))
+            if on_step is not None:
+                on_step(step, steps_per_epoch, losses[-1])
+
+        validation_ua = validation_wa = None
+        improved = False
+        if len(validation_indices):
+            metrics = evaluate_clips(model, clips, validation_indices)
+            validation_ua = metrics.unweighted_average_recall
+            validation_wa = metrics.weighted_accuracy
+            improved = best_ua is None or validation_ua > best_ua
+        else:
+            improved = True
+        if improved:
+            best_ua, best_epoch, epochs_since_best = validation_ua, epoch, 0
+            best_state = {
+                name: value.detach().clone() for name, value in model.state_dict().items()
+            }
+        else:
+            epochs_since_best += 1
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=float(np.mean(losses)),
+            learning_rate=float(optimizer.param_groups[0]["lr"]),
+            validation_ua=validation_ua,
+            validation_wa=validation_wa,
+            seconds=time.perf_counter() - epoch_started,
+            best=improved,
+        )
+        history.append(record)
+        if checkpoint_dir is not None:
+            if improved:
+                save_file(best_state, checkpoint_dir / BEST_WEIGHTS)
+            _save_checkpoint(
+                checkpoint_dir / LAST_CHECKPOINT,
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "config": _config_fingerprint(config),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": _rng_state(rng),
+                    "epoch": epoch,
+                    "best_ua": best_ua,
+                    "best_epoch": best_epoch,
+                    "epochs_since_best": epochs_since_best,
+                    "history": [r.to_dict() for r in history],
+                },
+            )
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    validation_metrics = (
+        evaluate_clips(model, clips, validation_indices) if len(validation_indices) else None
+    )
+    return TrainingResult(
+        model=model,
+        history=history,
+        best_epoch=best_epoch,
+        best_validation_ua=best_ua,
+        validation_metrics=validation_metrics,
+        stopped_early=stopped_early,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    # Write then rename: an interruption mid-write must not destroy the previous checkpoint.
+    temporary = path.with_suffix(".tmp")
+    torch.save(state, temporary)
+    temporary.replace(path)
+
+
+def _load_checkpoint(path: Path) -> dict:
+    try:
+        # weights_only: a checkpoint is data; unpickling arbitrary objects would run code.
+        state = torch.load(path, weights_only=True)
+    except Exception as error:  # torch raises several types for a damaged file
+        raise CheckpointError(f"{path}: cannot read checkpoint ({error})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a callmood training checkpoint")
+    return state

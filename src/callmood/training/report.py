@@ -1,0 +1,155 @@
+"""The evaluation report: "Performance evaluation" as Markdown, JSON and plots in one folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from callmood.training.evaluate import EvaluationResult
+
+REPORT_MARKDOWN = "report.md"
+REPORT_JSON = "report.json"
+CONFUSION_PNG = "confusion_matrix.png"
+FOLDS_PNG = "fold_ua.png"
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def render_markdown(result: EvaluationResult) -> str:
+    """The report as Markdown: protocol, summary table, per-class recall, folds, confusion."""
+    summary = result.summary
+    mean, std = summary.mean, summary.std
+    lines = [
+        "# Performance evaluation",
+        "",
+        f"**Protocol:** {result.protocol}: {result.description}.",
+        "",
+        f"Classes: {', '.join(result.classes)}. Every test clip is predicted whole. "
+        "UA = unweighted average recall (mean of per-class recalls), WA = accuracy.",
+        "",
+        "| metric | mean over folds (%) | std (%) | pooled (%) |",
+        "|---|---|---|---|",
+    ]
+    pooled = summary.pooled
+    for name, title in (
+        ("unweighted_average_recall", "UA"),
+        ("weighted_accuracy", "WA"),
+        ("macro_f1", "macro-F1"),
+    ):
+        lines.append(
+            f"| {title} | {_percent(mean[name])} | {_percent(std[name])} "
+            f"| {_percent(getattr(pooled, name))} |"
+        )
+    lines += [
+        "",
+        f"{len(result.folds)} fold(s), {pooled.num_examples} test clips, "
+        f"{result.seconds / 60:.1f} min.",
+        "",
+        "## Recall per class (pooled over folds)",
+        "",
+        "| class | recall (%) | test clips |",
+        "|---|---|---|",
+    ]
+    for label in result.classes:
+        recall = pooled.per_class_recall.get(label)
+        shown = "-" if recall is None else _percent(recall)
+        lines.append(f"| {label} | {shown} | {pooled.support[label]} |")
+    lines += [
+        "",
+        "## Folds",
+        "",
+        "| fold | test groups | train / val / test clips | epochs (best) | UA (%) | WA (%) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for fold in result.folds:
+        groups = ", ".join(fold.test_groups)
+        if len(groups) > 60:
+            groups = f"{len(fold.test_groups)} groups"
+        lines.append(
+            f"| {fold.name} | {groups} | {fold.num_train} / {fold.num_validation} / "
+            f"{fold.num_test} | {fold.epochs_run} ({fold.best_epoch}) "
+            f"| {_percent(fold.metrics.unweighted_average_recall)} "
+            f"| {_percent(fold.metrics.weighted_accuracy)} |"
+        )
+    lines += [
+        "",
+        "## Confusion matrix (pooled; rows = true class, columns = predicted)",
+        "",
+        "| true \\ predicted | " + " | ".join(result.classes) + " |",
+        "|---" * (len(result.classes) + 1) + "|",
+    ]
+    for label, row in zip(result.classes, pooled.confusion, strict=True):
+        lines.append(f"| {label} | " + " | ".join(str(int(v)) for v in row) + " |")
+    lines += ["", f"![confusion matrix]({CONFUSION_PNG})", ""]
+    if len(result.folds) > 1:
+        lines += [f"![UA per fold]({FOLDS_PNG})", ""]
+    return "\n".join(lines)
+
+
+def plot_confusion(confusion: np.ndarray, labels: tuple[str, ...], path: Path) -> None:
+    """Row-normalised confusion matrix with counts, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    totals = confusion.sum(axis=1, keepdims=True)
+    share = np.divide(confusion, totals, out=np.zeros(confusion.shape), where=totals > 0)
+    size = max(4.0, 0.8 * len(labels) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axis.set_yticks(range(len(labels)), labels)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            colour = "white" if share[i, j] > 0.5 else "black"
+            axis.text(j, i, f"{confusion[i, j]}", ha="center", va="center", color=colour)
+    axis.set_title("Confusion matrix (rows: true class)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_fold_ua(result: EvaluationResult, path: Path) -> None:
+    """UA and WA of each fold as bars, with the mean UA as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [fold.name for fold in result.folds]
+    ua = [fold.metrics.unweighted_average_recall for fold in result.folds]
+    wa = [fold.metrics.weighted_accuracy for fold in result.folds]
+    positions = np.arange(len(names))
+    figure, axis = plt.subplots(figsize=(max(5.0, 0.6 * len(names) + 2), 4))
+    axis.bar(positions - 0.2, ua, width=0.4, label="UA")
+    axis.bar(positions + 0.2, wa, width=0.4, label="WA")
+    axis.axhline(result.summary.mean["unweighted_average_recall"], color="black", linewidth=1)
+    axis.set_xticks(positions, names, rotation=45, ha="right")
+    axis.set_ylim(0, 1)
+    axis.set_title("UA and WA per fold (line: mean UA)")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def write_report(result: EvaluationResult, output_dir: Path) -> Path:
+    """Write ``report.md``, ``report.json`` and the plots into `output_dir`; return the .md path."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / REPORT_JSON).write_text(
+        json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8"
+    )
+    plot_confusion(result.summary.pooled.confusion, result.classes, output_dir / CONFUSION_PNG)
+    if len(result.folds) > 1:
+        plot_fold_ua(result, output_dir / FOLDS_PNG)
+    markdown = output_dir / REPORT_MARKDOWN
+    markdown.write_text(render_markdown(result), encoding="utf-8")
+    return markdown
