@@ -1,8 +1,8 @@
 """Batch analysis on a real Dask LocalCluster over short stereo calls made from ../shared/data.
 
-Each call is a few seconds of turn-taking: a RAVDESS actor on the left (customer)
-channel, then an EmoDB actor answering on the right (agent) channel. The archive
-also holds a mono call, a duplicate file and three bad files.
+Each call is about ten seconds of turn-taking: a RAVDESS actor on the left (customer)
+channel, an EmoDB actor answering on the right (agent) channel, the customer again.
+The archive also holds a mono call, a duplicate file and three bad files.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from callmood.audio import load_audio
 from callmood.batch import BatchOptions, read_batch_results, run_batch
 from callmood.batch.sources import file_sha256
 from callmood.batch.worker import CallAnalyzer, CallJob
+from callmood.results import CallResult
 
 SAMPLE_RATE = 16000
 PAUSE_SECONDS = 0.4
@@ -45,15 +46,15 @@ class Archive:
         return {file_sha256(path) for path in paths}
 
 
-def stereo_call(customer_clip: Path, agent_clip: Path) -> np.ndarray:
-    """(frames, 2) float32: the customer speaks, a pause, then the agent answers."""
-    customer = load_audio(customer_clip).samples[0]
+def stereo_call(customer_clips: list[Path], agent_clip: Path) -> np.ndarray:
+    """(frames, 2) float32: the customer speaks, the agent answers, the customer speaks again."""
+    first, second = (load_audio(clip).samples[0] for clip in customer_clips)
     agent = load_audio(agent_clip).samples[0]
-    pause = int(PAUSE_SECONDS * SAMPLE_RATE)
-    call = np.zeros((len(customer) + pause + len(agent) + pause, 2), dtype=np.float32)
-    call[: len(customer), 0] = customer
-    call[len(customer) + pause : len(customer) + pause + len(agent), 1] = agent
-    return call
+    pause = np.zeros(int(PAUSE_SECONDS * SAMPLE_RATE), dtype=np.float32)
+    silent = np.zeros_like
+    customer_turns = [first, pause, silent(agent), pause, second, pause]
+    agent_turns = [silent(first), pause, agent, pause, silent(second), pause]
+    return np.stack([np.concatenate(customer_turns), np.concatenate(agent_turns)], axis=1)
 
 
 def build_archive(root: Path, shared_data: Path) -> Archive:
@@ -61,13 +62,15 @@ def build_archive(root: Path, shared_data: Path) -> Archive:
     customer_clips = sorted((shared_data / "ravdess").glob("Actor_0[1-4]/*.flac"))
     agent_clips = sorted((shared_data / "emodb" / "wav").glob("*.flac"))
     # Spread over actors and emotions rather than the first clips of one actor.
-    customer_clips = customer_clips[:: len(customer_clips) // STEREO_CALLS][:STEREO_CALLS]
+    step = len(customer_clips) // (2 * STEREO_CALLS)
+    customer_clips = customer_clips[::step][: 2 * STEREO_CALLS]
     agent_clips = agent_clips[:: len(agent_clips) // STEREO_CALLS][:STEREO_CALLS]
-    for number, (customer, agent) in enumerate(zip(customer_clips, agent_clips, strict=True)):
+    for number, agent in enumerate(agent_clips):
         folder = root / f"2024-05-{1 + number // 8:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"call-{number:03d}.wav"
-        soundfile.write(path, stereo_call(customer, agent), SAMPLE_RATE, subtype="PCM_16")
+        call = stereo_call(customer_clips[2 * number : 2 * number + 2], agent)
+        soundfile.write(path, call, SAMPLE_RATE, subtype="PCM_16")
         archive.good_calls.append(path)
     # A mono recording, FLAC without a file name ending: found by its content.
     mono = root / "mono-recording"
@@ -121,10 +124,21 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def first_run(archive, model_dir, tmp_path_factory):
+def rules_file(tmp_path_factory) -> Path:
+    """A rule that fires on any customer speech, so that every analysed call has an alert."""
+    path = tmp_path_factory.mktemp("rules") / "rules.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - {name: customer_audible, kind: loudness, speaker: customer, peak_dbfs: -60.0}\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def first_run(archive, model_dir, rules_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    summary = run_batch(archive.root, out, BatchOptions(workers=2, model_dir=model_dir))
-    return out, summary
+    options = BatchOptions(workers=2, model_dir=model_dir, rules=rules_file)
+    return out, run_batch(archive.root, out, options)
 
 
 def test_batch_analyses_each_distinct_call_once_on_two_workers(archive, first_run):
@@ -180,11 +194,24 @@ def test_stereo_calls_analyse_the_customer_by_default(archive, first_run):
     assert (results.segments["end"] > results.segments["start"]).all()
 
 
-def test_rerun_skips_every_call_already_done(archive, first_run, model_dir):
+def test_rules_file_reaches_every_worker_and_fills_the_alerts_table(first_run):
+    out, _ = first_run
+    results = read_batch_results(out)
+    stereo = results.calls[results.calls["customer_channel"].notna()]
+    alerts_per_call = results.alerts.groupby("call_hash").size()
+
+    assert set(results.alerts["rule"]) == {"customer_audible"}
+    assert set(alerts_per_call.index) == set(stereo["call_hash"])
+    assert (stereo.set_index("call_hash")["alert_count"] == alerts_per_call).all()
+    assert (results.alerts["closed_at"] >= results.alerts["opened_at"]).all()
+
+
+def test_rerun_skips_every_call_already_done(archive, first_run, model_dir, rules_file):
     out, _ = first_run
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
 
-    summary = run_batch(archive.root, out, BatchOptions(workers=2, model_dir=model_dir))
+    options = BatchOptions(workers=2, model_dir=model_dir, rules=rules_file)
+    summary = run_batch(archive.root, out, options)
 
     assert summary.skipped == len(archive.good_calls) + len(archive.bad_files)
     assert summary.analysed == summary.errors == 0
@@ -205,7 +232,7 @@ def test_manifest_channel_mapping_reaches_the_analysis(archive, model_dir):
 
 
 def test_killed_batch_resumes_with_every_call_analysed_exactly_once(
-    archive, model_dir, first_run, tmp_path
+    archive, model_dir, rules_file, first_run, tmp_path
 ):
     out = tmp_path / "results"
     command = [
@@ -220,6 +247,8 @@ def test_killed_batch_resumes_with_every_call_analysed_exactly_once(
         "1",
         "--model",
         str(model_dir),
+        "--rules",
+        str(rules_file),
     ]
     # A session of its own, so SIGKILL reaches the batch and its Dask worker processes.
     batch = subprocess.Popen(
@@ -232,7 +261,8 @@ def test_killed_batch_resumes_with_every_call_analysed_exactly_once(
         batch.wait()
     assert KILL_AFTER_CALLS <= done_at_kill < len(archive.good_calls), "not killed mid-run"
 
-    summary = run_batch(archive.root, out, BatchOptions(workers=2, model_dir=model_dir))
+    options = BatchOptions(workers=2, model_dir=model_dir, rules=rules_file)
+    summary = run_batch(archive.root, out, options)
 
     results = read_batch_results(out)
     assert summary.skipped >= done_at_kill
@@ -241,16 +271,27 @@ def test_killed_batch_resumes_with_every_call_analysed_exactly_once(
     )
     assert sorted(results.calls["call_hash"]) == sorted(archive.hashes(archive.good_calls))
     assert sorted(results.errors["call_hash"]) == sorted(archive.hashes(archive.bad_files))
-    # Exactly once, down to the segments: the same rows as the uninterrupted run.
-    uninterrupted = read_batch_results(first_run[0]).segments
-    assert _segment_keys(results.segments) == _segment_keys(uninterrupted)
+    # Exactly once, down to the segments: each call's segments cover each of its windows once,
+    # and as many windows as the uninterrupted run found.
+    uninterrupted = read_batch_results(first_run[0]).calls
+    assert _windows_per_call(results.calls) == _windows_per_call(uninterrupted)
+    assert _segment_windows_per_call(results.segments) == {
+        call: count for call, count in _windows_per_call(results.calls).items() if count
+    }
+    assert not results.segments.duplicated(["call_hash", "speaker", "start"]).any()
     leftovers = [p for p in out.rglob("*") if p.is_file() and p.name.endswith(".tmp")]
     assert leftovers == []
 
 
-def _segment_keys(segments) -> list[tuple]:
-    columns = ["call_hash", "speaker", "start", "end", "emotion"]
-    return sorted(segments[columns].itertuples(index=False, name=None))
+def _windows_per_call(calls) -> dict[str, int]:
+    return {
+        row.call_hash: len(CallResult.model_validate_json(row.result_json).windows())
+        for row in calls.itertuples()
+    }
+
+
+def _segment_windows_per_call(segments) -> dict[str, int]:
+    return {call: int(n) for call, n in segments.groupby("call_hash")["window_count"].sum().items()}
 
 
 def _wait_for_calls(calls_dir: Path, count: int, process: subprocess.Popen) -> int:
@@ -265,21 +306,26 @@ def _wait_for_calls(calls_dir: Path, count: int, process: subprocess.Popen) -> i
     pytest.fail(f"no {count} calls done within 3 minutes")
 
 
-def test_command_line_answers_a_missing_source_with_a_clear_error(tmp_path):
-    command = [sys.executable, "-c", "from callmood.cli import main; main()", "batch"]
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        (["{tmp}/nowhere"], "nowhere: no such file, folder or glob match"),
+        (["{tmp}", "--channels", "left=0"], "--channels: cannot read 'left=0'"),
+        (["{tmp}", "--workers", "0"], "--workers must be at least 1"),
+        (["{tmp}", "--rules", "{tmp}/missing.yaml"], "missing.yaml does not exist"),
+    ],
+)
+def test_command_line_answers_bad_arguments_with_one_clear_line(
+    tmp_path, monkeypatch, capsys, arguments, problem
+):
+    from callmood.cli import main
 
-    missing = subprocess.run(
-        [*command, str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-    )
-    bad_channels = subprocess.run(
-        [*command, str(tmp_path), "--out", str(tmp_path / "out"), "--channels", "left=0"],
-        capture_output=True,
-        text=True,
-    )
+    (tmp_path / "call.wav").write_bytes(b"")
+    arguments = [a.format(tmp=tmp_path) for a in arguments]
+    monkeypatch.setattr(sys, "argv", ["callmood", "batch", *arguments, "--out", f"{tmp_path}/o"])
 
-    assert missing.returncode == 2
-    assert "nowhere: no such file, folder or glob match" in missing.stderr
-    assert bad_channels.returncode == 2
-    assert "unknown speaker 'left'" in bad_channels.stderr
+    with pytest.raises(SystemExit) as exited:
+        main()
+
+    assert exited.value.code == 2
+    assert problem in " ".join(capsys.readouterr().err.split())

@@ -187,3 +187,15 @@ def test_custom_csv_without_label_column_is_a_clear_error(tmp_path):
     csv_path.write_text("file,emotion\na.wav,sad\n")
     with pytest.raises(CorpusError, match="needs the columns path and label"):
         prepare_custom(csv_path)
+
+
+def test_custom_accepts_compressed_audio_by_content(tmp_path, excerpt):
+    import soundfile
+
+    (tmp_path / "happy").mkdir()
+    soundfile.write(
+        tmp_path / "happy" / "voice_memo", excerpt, 16000, format="OGG", subtype="VORBIS"
+    )
+    (row,) = prepare_custom(tmp_path)
+    assert row.label == "happy"
+    assert row.duration_seconds == pytest.approx(0.25, abs=0.02)

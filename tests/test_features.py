@@ -124,6 +124,15 @@ def test_batch_of_equal_clips_matches_one_by_one(ravdess_dir, emodb_dir):
         np.testing.assert_allclose(together[row], mfcc(batch[row]), atol=1e-4)
 
 
+def test_float64_waveforms_give_the_same_features(ravdess_dir, emodb_dir):
+    clip = _read(_clips(ravdess_dir, emodb_dir)[2])
+    extractor = FeatureExtractor()
+    with torch.no_grad():
+        single = extractor(torch.from_numpy(clip)[None])
+        double = extractor(torch.from_numpy(clip.astype(np.float64))[None])
+    assert torch.equal(single, double)
+
+
 def test_features_are_deterministic(ravdess_dir, emodb_dir):
     clip = _read(_clips(ravdess_dir, emodb_dir)[1])
     assert np.array_equal(mfcc(clip), mfcc(clip))
@@ -186,6 +195,8 @@ def test_extractor_rejects_wrong_shapes():
     extractor = FeatureExtractor()
     with pytest.raises(FeatureError, match=r"\(batch, samples\)"):
         extractor(torch.zeros(16000))
+    with pytest.raises(FeatureError, match="one entry per clip"):
+        extractor(torch.zeros(2, 16000), lengths=torch.tensor([16000, 8000, 4000]))
 
 
 # ------------------------------------------------------------------------------------ cache

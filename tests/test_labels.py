@@ -102,3 +102,19 @@ def test_unknown_label_set_error_names_the_known_sets():
 
 def test_order_labels_follows_canonical_order():
     assert order_labels(["sad", "angry", "neutral", "sad"]) == ["neutral", "sad", "angry"]
+
+
+def test_iemocap4_on_the_full_release_label_counts_keeps_the_standard_5531():
+    # Utterances per code in IEMOCAP_full_release (10,039 in all).
+    release_counts = {
+        "xxx": 2507, "fru": 1849, "neu": 1708, "ang": 1103, "sad": 1084, "exc": 1041,
+        "hap": 595, "sur": 107, "fea": 40, "oth": 3, "dis": 2,
+    }  # fmt: skip
+    assert sum(release_counts.values()) == 10039
+    kept = {}
+    for code, count in release_counts.items():
+        label = to_label_set(from_corpus_label("iemocap", code), "iemocap4")
+        if label is not None:
+            kept[label] = kept.get(label, 0) + count
+    assert kept == {"neutral": 1708, "happy": 595 + 1041, "sad": 1084, "angry": 1103}
+    assert sum(kept.values()) == 5531

@@ -7,6 +7,7 @@ speech, concurrency and disconnects against a real uvicorn server on 127.0.0.1.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import require
 
 TOKEN = "stream-test-token"
 
@@ -60,6 +62,15 @@ def settings_for(data_dir: Path):
     from callmood.settings import load_settings
 
     return load_settings(data_dir=data_dir, auth_token=TOKEN, workers=1)
+
+
+@pytest.fixture(scope="session")
+def model_available() -> None:
+    """The emotion model the service loads (the bundled one, or CALLMOOD_MODEL_DIR)."""
+    from callmood.inference import default_model_dir
+
+    model_dir = Path(os.environ.get("CALLMOOD_MODEL_DIR") or default_model_dir())
+    require((model_dir / "model.json").is_file(), f"no emotion model at {model_dir}")
 
 
 @pytest.fixture
@@ -139,7 +150,19 @@ def test_stream_without_token_is_refused(client):
     assert "not authorised" in message
 
 
-def test_odd_byte_count_in_pcm16_is_refused(client):
+def test_login_cookie_opens_a_stream_only_from_the_dashboard_itself(client, model_available):
+    assert client.post("/api/auth/login", json={"token": TOKEN}).status_code == 200
+    with client.websocket_connect("/api/stream", headers={"origin": "http://testserver"}) as ws:
+        ws.send_text(start_message())
+        assert ws.receive_json()["type"] == "ready"
+    # Another site's page in the same signed-in browser gets no stream.
+    with client.websocket_connect("/api/stream", headers={"origin": "http://evil.example"}) as ws:
+        message, code = expect_error(ws)
+    assert code == 1008
+    assert "evil.example" in message
+
+
+def test_odd_byte_count_in_pcm16_is_refused(client, model_available):
     with client.websocket_connect(f"/api/stream?token={TOKEN}") as websocket:
         websocket.send_text(start_message(channels=["customer", "agent"]))
         assert websocket.receive_json()["type"] == "ready"
@@ -149,7 +172,7 @@ def test_odd_byte_count_in_pcm16_is_refused(client):
     assert "4002 bytes" in message and "4-byte sample frames" in message
 
 
-def test_unknown_message_type_mid_stream_is_refused(client):
+def test_unknown_message_type_mid_stream_is_refused(client, model_available):
     with client.websocket_connect(f"/api/stream?token={TOKEN}") as websocket:
         websocket.send_text(start_message())
         assert websocket.receive_json()["type"] == "ready"
@@ -180,7 +203,9 @@ def frames_of(payload: bytes, frame_bytes: int) -> list[bytes]:
     return [payload[i : i + frame_bytes] for i in range(0, len(payload), frame_bytes)]
 
 
-def test_angry_pcm16_stream_yields_windows_an_alert_and_a_stored_call(client, angry_speech):
+def test_angry_pcm16_stream_yields_windows_an_alert_and_a_stored_call(
+    client, angry_speech, model_available
+):
     # 100 ms frames of 16-bit PCM at 16 kHz, as the dashboard's Live page sends them.
     messages = stream_through(client, frames_of(pcm16(angry_speech), 3200), name="angry caller")
     windows = [m for m in messages if m["type"] == "window"]
@@ -208,7 +233,7 @@ def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKEN}"}
 
 
-def test_telephone_stream_in_mulaw_at_8khz_is_analysed(client, angry_speech):
+def test_telephone_stream_in_mulaw_at_8khz_is_analysed(client, angry_speech, model_available):
     from callmood.audio import encode_telephone
 
     payload = encode_telephone(angry_speech, 16000, "mulaw")  # 8 kHz, 1 byte per sample
@@ -223,7 +248,7 @@ def test_telephone_stream_in_mulaw_at_8khz_is_analysed(client, angry_speech):
 
 
 def test_stereo_stream_analyses_the_customer_channel_only_by_default(
-    client, angry_speech, neutral_speech
+    client, angry_speech, neutral_speech, model_available
 ):
     agent = np.zeros_like(angry_speech)
     agent[: len(neutral_speech)] = neutral_speech
@@ -281,7 +306,9 @@ def server(tmp_path: Path) -> Iterator[str]:
         yield address
 
 
-def test_misbehaving_stream_does_not_disturb_a_concurrent_one(server, angry_speech):
+def test_misbehaving_stream_does_not_disturb_a_concurrent_one(
+    server, angry_speech, model_available
+):
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 
@@ -322,7 +349,7 @@ def test_misbehaving_stream_does_not_disturb_a_concurrent_one(server, angry_spee
     assert sum(message["type"] == "window" for message in good) >= 3
 
 
-def test_disconnect_mid_stream_stores_a_call_marked_partial(server, angry_speech):
+def test_disconnect_mid_stream_stores_a_call_marked_partial(server, angry_speech, model_available):
     import httpx
     from websockets.sync.client import connect
 
@@ -346,7 +373,7 @@ def test_disconnect_mid_stream_stores_a_call_marked_partial(server, angry_speech
     assert "partial" in summary["tags"]
 
 
-def test_stream_ending_before_any_audio_stores_nothing(server):
+def test_stream_ending_before_any_audio_stores_nothing(server, model_available):
     import httpx
     from websockets.sync.client import connect
 

@@ -201,6 +201,7 @@ class _Tracker:
 
     def _open(self, at: float, value: float, evidence: list[EvidenceWindow]) -> AlertEvent:
         rule = self.rule
+        at = round(at, 3)
         self.alert = Alert(
             id=f"{rule.name}:{self.speaker}:{int(round(at * 1000))}",
             rule=rule.name,
@@ -223,7 +224,7 @@ class _Tracker:
     def _close(self, at: float) -> AlertEvent:
         assert self.alert is not None
         alert, self.alert = self.alert, None
-        alert.closed_at = max(at, alert.opened_at)
+        alert.closed_at = max(round(at, 3), alert.opened_at)
         if self.rule.message is None:
             alert.message = self.describe(alert.value)
         self.quiet_until = alert.closed_at + self.rule.cooldown_seconds

@@ -385,7 +385,7 @@ class StreamingAnalyzer:
             end=end / SAMPLE_RATE,
             emotion=labels[best],
             probabilities=probabilities,
-            confidence=min(1.0, max(0.0, float(smoothed[best]))),
+            confidence=probabilities[labels[best]],
             raw_probabilities=(
                 {label: round(float(p), 6) for label, p in zip(labels, raw, strict=True)}
                 if self.options.keep_raw_probabilities

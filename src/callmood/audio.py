@@ -1,7 +1,7 @@
 """Decode any audio input into float32 samples per channel, resampled, with clear errors.
 
 Formats are recognised by content: libsndfile (`soundfile`) reads WAV, AIFF/AIFF-C, FLAC,
-Ogg Vorbis/Opus and MP3; FFmpeg (`av`) reads everything else (M4A/AAC, WebM, ...).
+Ogg Vorbis and MP3; FFmpeg (`av`) reads everything else (Ogg Opus, M4A/AAC, WebM, ...).
 """
 
 from __future__ import annotations

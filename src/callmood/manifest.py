@@ -11,6 +11,7 @@ import dataclasses
 import math
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,14 +116,14 @@ def write_manifest(
     """
     rows = list(rows)
     path = Path(path)
-    seen: set[str] = set()
-    duplicates = sorted({row.id for row in rows if row.id in seen or seen.add(row.id)})
+    id_counts = Counter(row.id for row in rows)
+    duplicates = sorted(clip_id for clip_id, count in id_counts.items() if count > 1)
     if duplicates:
         shown = ", ".join(duplicates[:10])
         raise ManifestError(f"{path}: {len(duplicates)} duplicate ids, e.g. {shown}")
     one_hot_labels = list(labels) if labels is not None else order_labels(r.label for r in rows)
     header = list(COLUMNS) + (one_hot_labels if one_hot else [])
-    folder = path.parent.resolve() if path.parent != Path("") else Path.cwd()
+    folder = path.parent.resolve()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         handle = tempfile.NamedTemporaryFile(
@@ -140,6 +141,7 @@ def write_manifest(
                 if one_hot:
                     values += ["1" if row.label == label else "0" for label in one_hot_labels]
                 writer.writerow(values)
+        os.chmod(handle.name, 0o644)  # temporary files are private; a manifest is shared
         os.replace(handle.name, path)
     except OSError as error:
         Path(handle.name).unlink(missing_ok=True)

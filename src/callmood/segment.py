@@ -13,12 +13,14 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
+import scipy.fft
 
 from callmood.errors import CallmoodError
 
 SAMPLE_RATE = 16000
 FRAME_SECONDS = 0.03  # WebRTC VAD accepts 10, 20 or 30 ms; 30 ms is the most robust
 FRAME_SAMPLES = int(SAMPLE_RATE * FRAME_SECONDS)
+_VAD_CONTEXT_FRAMES = 3  # frames WebRTC VAD hears before loud ones (and the lookahead)
 _SILENCE_DBFS = -120.0
 
 
@@ -93,7 +95,8 @@ _BAND = (_FREQS >= 150) & (_FREQS <= 4000)
 def _spectral_gates(frames: np.ndarray, options: VadOptions) -> np.ndarray:
     # Why: WebRTC VAD (and plain energy) call any loud steady noise speech;
     # speech is spectrally peaky and concentrated in the speech band.
-    power = np.square(np.abs(np.fft.rfft(frames * _WINDOW, axis=1))) + 1e-12
+    spectrum = scipy.fft.rfft(frames * _WINDOW, axis=1)
+    power = spectrum.real**2 + spectrum.imag**2 + 1e-12
     flatness = np.exp(np.mean(np.log(power), axis=1)) / np.mean(power, axis=1)
     band_share = power[:, _BAND].sum(axis=1) / power.sum(axis=1)
     return (flatness <= options.max_flatness) & (band_share >= options.min_band_share)
@@ -146,18 +149,34 @@ class VoiceActivityDetector:
             return None
         return self._start * FRAME_SAMPLES, (self._last_speech + 1) * FRAME_SAMPLES
 
-    def label_frames(self, frames: np.ndarray) -> np.ndarray:
-        """Speech (True) or not for each 30 ms frame of ``frames`` (n, 480) float32."""
-        if len(frames) == 0:
+    def label_frames(self, frames: np.ndarray, count: int | None = None) -> np.ndarray:
+        """Speech (True) or not for the first ``count`` 30 ms frames of ``frames`` (n, 480).
+
+        Frames after ``count`` are lookahead: WebRTC VAD needs to hear the frames
+        just before speech to catch its onset.
+        """
+        count = len(frames) if count is None else count
+        if count <= 0:
             return np.zeros(0, dtype=bool)
-        rms_db, _ = frame_levels(frames)
-        speech = rms_db >= self.options.energy_threshold_dbfs
-        if speech.any():
-            speech &= _spectral_gates(frames, self.options)
-        if self._vad is not None and speech.any():
-            pcm = (np.clip(frames, -1.0, 1.0) * 32767).astype("<i2")
-            for i in np.flatnonzero(speech):
-                speech[i] = self._vad.is_speech(pcm[i].tobytes(), SAMPLE_RATE)
+        rms = np.sqrt(np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / FRAME_SAMPLES)
+        loud = rms >= 10 ** (self.options.energy_threshold_dbfs / 20)
+        speech = loud[:count].copy()
+        if self._vad is not None:
+            # WebRTC VAD hears loud frames and the few before each (it misses the
+            # first words without them); quiet frames are not speech anyway, and
+            # skipping them saves most of its cost on calls with long pauses.
+            heard = loud.copy()
+            for shift in range(1, _VAD_CONTEXT_FRAMES + 1):
+                heard[:-shift] |= loud[shift:]
+            heard = np.flatnonzero(heard[:count])
+            pcm = (np.clip(frames[heard], -1.0, 1.0) * 32767).astype("<i2")
+            is_speech, rate = self._vad.is_speech, SAMPLE_RATE
+            webrtc = np.zeros(count, dtype=bool)
+            webrtc[heard] = np.fromiter((is_speech(f.tobytes(), rate) for f in pcm), bool)
+            speech &= webrtc
+        candidates = np.flatnonzero(speech)
+        if len(candidates):  # the spectral gates cost the most: only where still needed
+            speech[candidates] = _spectral_gates(frames[candidates], self.options)
         return speech
 
     def push(self, samples: np.ndarray) -> list[tuple[int, int]]:
@@ -166,9 +185,11 @@ class VoiceActivityDetector:
         if len(self._pending):
             samples = np.concatenate([self._pending, samples])
         n_frames = len(samples) // FRAME_SAMPLES
-        self._pending = samples[n_frames * FRAME_SAMPLES :].copy()
+        # The last few whole frames wait as lookahead, so chunking never changes labels.
+        ready = max(0, n_frames - _VAD_CONTEXT_FRAMES)
         frames = samples[: n_frames * FRAME_SAMPLES].reshape(n_frames, FRAME_SAMPLES)
-        return self._track(self.label_frames(frames))
+        self._pending = samples[ready * FRAME_SAMPLES :].copy()
+        return self._track(self.label_frames(frames, ready))
 
     def _track(self, speech: np.ndarray) -> list[tuple[int, int]]:
         finished = []
@@ -191,9 +212,11 @@ class VoiceActivityDetector:
         return [(start * FRAME_SAMPLES, end * FRAME_SAMPLES)]
 
     def flush(self) -> list[tuple[int, int]]:
-        """End of audio: finish the open stretch (a trailing partial frame is ignored)."""
-        self._pending = np.zeros(0, dtype=np.float32)
-        return self._close()
+        """End of audio: label the lookahead, finish the open stretch (drops a partial frame)."""
+        samples, self._pending = self._pending, np.zeros(0, dtype=np.float32)
+        n_frames = len(samples) // FRAME_SAMPLES
+        frames = samples[: n_frames * FRAME_SAMPLES].reshape(n_frames, FRAME_SAMPLES)
+        return self._track(self.label_frames(frames)) + self._close()
 
 
 def speech_segments(

@@ -209,6 +209,14 @@ def read_batch_table(directory: str | Path, table: str) -> pa.Table:
 
 
 def read_batch_results(directory: str | Path) -> BatchResults:
-    """Read all four tables of a batch output folder as pandas DataFrames."""
-    tables = {name: read_batch_table(directory, name).to_pandas() for name in TABLES}
+    """Read all four tables of a batch output folder as pandas DataFrames.
+
+    Integer and boolean columns keep their type where values are missing (pandas'
+    nullable ``Int32`` / ``boolean``): a channel index stays an integer, not 0.0.
+    """
+    nullable = {pa.int32(): pd.Int32Dtype(), pa.bool_(): pd.BooleanDtype()}
+    tables = {
+        name: read_batch_table(directory, name).to_pandas(types_mapper=nullable.get)
+        for name in TABLES
+    }
     return BatchResults(**tables)

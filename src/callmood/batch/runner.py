@@ -107,11 +107,13 @@ def run_batch(
     options = options or BatchOptions()
     started = time.perf_counter()
     summary = BatchSummary(output=Path(out_dir))
+    # Everything that can be wrong with the arguments is found before the output is touched.
+    calls = find_calls(source, exclude=Path(out_dir))
+    summary.files = len(calls)
+    rules = _load_rules(options.rules)
+    settings = _settings_fingerprint(options)
     with BatchOutput(out_dir) as output:
-        calls = find_calls(source, exclude=Path(out_dir))
-        summary.files = len(calls)
-        rules = _load_rules(options.rules)
-        output.check_settings(_settings_fingerprint(options))
+        output.check_settings(settings)
         output.remove_temporaries()
         output.clear_retryable_errors()
 

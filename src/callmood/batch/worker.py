@@ -95,7 +95,7 @@ class CallAnalyzer:
             if file_sha256(path) != job.call_hash:
                 raise _FileChangedError(f"{path}: file changed since the batch started")
             options = with_channels(self.options, job.channels)
-            result = analyze_call(path, options, self.model, self.rules)
+            result = analyze_call(path, options, self.model, self.rules, call_id=job.call_hash)
             outcome.tables = result_tables(job.call_hash, job.paths, result)
             outcome.duration_seconds = result.duration_seconds
         except _FileChangedError as error:

@@ -100,8 +100,13 @@ def batch(
         rules=rules,
         model_dir=model,
     )
-    with _ProgressBar() as bar:
-        summary = run_batch(source, out, options, progress=bar.update)
+    try:
+        with _ProgressBar() as bar:
+            summary = run_batch(source, out, options, progress=bar.update)
+    except KeyboardInterrupt:
+        # Everything finished so far is stored; the same command picks up the rest.
+        console.print(f"interrupted: the calls done are kept in {out}; run again to resume")
+        raise typer.Exit(130) from None
     _print_summary(summary)
 
 
@@ -121,13 +126,14 @@ class _ProgressBar:
         self.tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> _ProgressBar:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.progress.stop()
 
     def update(self, state: BatchProgress) -> None:
+        if not self.tasks:
+            self.progress.start()  # not before: an early error prints alone
         if state.stage not in self.tasks:
             label = "hashing files" if state.stage == "hashing" else "analysing calls"
             self.tasks[state.stage] = self.progress.add_task(label, total=state.total, detail="")

@@ -12,7 +12,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from callmood.corpora import CORPORA, CorpusError, CorpusWarning, prepare
-from callmood.data_report import build_report
 from callmood.labels import LABEL_SETS, label_set, order_labels
 from callmood.manifest import ManifestRow, apply_label_set, read_manifest, write_manifest
 
@@ -55,7 +54,7 @@ def prepare_command(
         show_default=False,
     ),
     one_hot: bool = typer.Option(
-        False, "--one-hot", help="Add one 0/1 column per label to the manifest."
+        False, "--one-hot", help="Add one 0/1 column per label to the manifest. Default: off."
     ),
 ) -> None:
     """Find the clips of one or more corpora and write them to one manifest CSV.
@@ -83,7 +82,7 @@ def prepare_command(
             corpus_rows = prepare(name, path, progress=advance, **options)
             found[name] += len(corpus_rows)
             rows += corpus_rows
-    for warning in caught:
+    for warning in (w for w in caught if issubclass(w.category, CorpusWarning)):
         console.print(f"[yellow]warning:[/] {warning.message}")
 
     if label_set_name is not None:
@@ -113,6 +112,9 @@ def report_command(
     ),
 ) -> None:
     """Report a manifest: labels per corpus, durations, clips per speaker, class imbalance."""
+    # matplotlib takes seconds to import; only this command needs it.
+    from callmood.data_report import build_report
+
     rows = read_manifest(manifest, check_files=check_files)
     with _progress() as progress:
         task = progress.add_task("writing report", total=4)

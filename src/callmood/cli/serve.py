@@ -86,6 +86,10 @@ def serve(
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     app = create_app(settings, announce_token=announce)
+    # Load the model now: a missing or broken model stops the start with a clear error
+    # instead of failing every uploaded call later.
+    model = app.state.model.get()
+    console.print(f"model: {model.name} ({', '.join(model.labels)})")
     url = settings.resolved_database_url
     console.print(
         f"callmood serving on http://{settings.host}:{settings.port}  "

@@ -142,6 +142,11 @@ def evaluate_command(
 
         def fold_progress(number: int, total: int, outcome) -> None:  # noqa: ANN001
             ua = 100 * outcome.metrics.unweighted_average_recall
+            wa = 100 * outcome.metrics.weighted_accuracy
+            progress.console.print(
+                f"{outcome.name} ({number + 1}/{total}): UA {ua:.1f} %, WA {wa:.1f} %, "
+                f"{outcome.num_test} test clips"
+            )
             progress.update(
                 task,
                 description="folds",

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from callmood.audio import AudioError, NotAudioError, audio_info
+from callmood.audio import AudioError, EmptyAudioError, NotAudioError, audio_info, load_audio
 from callmood.errors import CallmoodError
 
 # Called as progress(done, total) while clips are read, for the CLI's progress bar.
@@ -89,22 +89,28 @@ def read_clip_infos(
     unreadable: list[str] = []
     for done, path in enumerate(paths, start=1):
         try:
-            info = audio_info(path)
+            infos[path] = _clip_info(path)
         except NotAudioError:
-            info = None
+            pass
         except AudioError as error:
             unreadable.append(f"{path.name} ({error})")
-            info = None
-        if info is not None:
-            if info.frames <= 0 or info.duration_seconds <= 0:
-                unreadable.append(f"{path.name} (no audio samples)")
-            else:
-                infos[path] = ClipInfo(path, float(info.duration_seconds), int(info.sample_rate))
         if progress is not None:
             progress(done, len(paths))
     if unreadable:
         warn(title, f"skipped {len(unreadable)} unreadable audio files", unreadable)
     return infos
+
+
+def _clip_info(path: Path) -> ClipInfo:
+    """Length and rate from the header; decoded only when the header gives no length."""
+    info = audio_info(path)
+    duration_seconds = info.duration_seconds
+    if info.frames <= 0:
+        # Some containers read through FFmpeg state no duration: measure by decoding.
+        duration_seconds = load_audio(path, sample_rate=None).duration_seconds
+    if duration_seconds <= 0:
+        raise EmptyAudioError(f"{path}: no audio samples")
+    return ClipInfo(path, float(duration_seconds), int(info.sample_rate))
 
 
 def warn(title: str, what: str, examples: list[str]) -> None:

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -299,17 +300,19 @@ def export_onnx_model(
     previous_level = exporter_logger.level
     exporter_logger.setLevel(logging.ERROR)  # it warns about torchvision ops we never use
     try:
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=["features"],
-            output_names=["logits"],
-            dynamic_shapes={"features": {0: batch, 2: frames}},
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # deprecations inside torch.export
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                input_names=["features"],
+                output_names=["logits"],
+                dynamic_shapes={"features": {0: batch, 2: frames}},
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
     finally:
         exporter_logger.setLevel(previous_level)
     return Path(path)

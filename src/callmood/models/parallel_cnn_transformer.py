@@ -6,6 +6,7 @@ side by side, concatenated into one linear layer), made independent of clip leng
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -20,6 +21,8 @@ from callmood.errors import CallmoodError
 CNN_TIME_STRIDE = 2 * 4 * 4
 CNN_TIME_POOLS = ("mean", "max")
 POSITIONAL_ENCODINGS = ("none", "sinusoidal")
+
+logger = logging.getLogger(__name__)
 
 
 class ModelInputError(CallmoodError, ValueError):
@@ -245,6 +248,7 @@ class ParallelCNNTransformer(nn.Module):
             + self.transformer_branch.output_size
         )
         self.classifier = nn.Linear(joined, self.config.num_classes)
+        logger.info("ParallelCNNTransformer: %d parameters", self.num_parameters())
 
     def num_parameters(self) -> int:
         """Trainable parameters (the normalisation buffers are not counted)."""
@@ -290,6 +294,11 @@ class ParallelCNNTransformer(nn.Module):
         cnn_mask = transformer_mask = None
         if lengths is not None:
             lengths = torch.as_tensor(lengths, device=features.device)
+            if lengths.shape != (features.shape[0],):
+                raise ModelInputError(
+                    f"lengths must have one entry (frames) per clip, shape ({features.shape[0]},),"
+                    f" got {tuple(lengths.shape)}"
+                )
             frame_index = torch.arange(features.shape[-1], device=features.device)
             cnn_frames = torch.div(lengths, CNN_TIME_STRIDE, rounding_mode="floor").clamp(min=1)
             cnn_mask = frame_index[None, :] < cnn_frames[:, None]  # (B, T) of which T/32 used

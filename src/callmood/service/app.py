@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from callmood import __version__
@@ -27,7 +28,7 @@ from callmood.audio import (
 )
 from callmood.errors import CallmoodError
 from callmood.inference import ModelLoadError
-from callmood.service.deps import resolve_api_token
+from callmood.service.deps import require_api_token, resolve_api_token
 from callmood.service.jobs import JobRunner, SharedModel
 from callmood.service.rules_store import RulesStore
 from callmood.service.webhooks import WebhookDispatcher
@@ -73,6 +74,18 @@ async def _callmood_error_handler(request: Request, error: Exception) -> JSONRes
     return JSONResponse({"detail": str(error)}, status_code=status_code)
 
 
+def _add_documentation_routes(app: FastAPI) -> None:
+    guarded = [Depends(require_api_token)]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
+    def openapi_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=guarded)
+    def interactive_documentation() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="callmood API")
+
+
 def create_app(
     settings: Settings, *, announce_token: Callable[[str], None] | None = None
 ) -> FastAPI:
@@ -98,7 +111,7 @@ def create_app(
     upgrade_database(engine)
     session_factory = make_session_factory(engine)
     api_token = resolve_api_token(settings, announce_token)
-    model = SharedModel(settings.model_dir)
+    model = SharedModel(settings.model_dir, workers=settings.workers)
     rules = RulesStore(settings.resolved_rules_path)
     webhooks = WebhookDispatcher(
         settings.webhook_urls,
@@ -135,6 +148,9 @@ def create_app(
             "Authenticate with `Authorization: Bearer <token>` (or the dashboard login)."
         ),
         lifespan=lifespan,
+        # Served below behind the same authentication as the API.
+        docs_url=None,
+        openapi_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -150,6 +166,7 @@ def create_app(
 
     for module in (auth, calls, alerts, rules, models, stream, pages):
         app.include_router(module.router)
+    _add_documentation_routes(app)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -21,7 +21,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from callmood.alerts import RuleSet
-from callmood.analysis import AnalysisError, AnalysisOptions, analyze_call
+from callmood.analysis import MIN_CALL_SECONDS, AnalysisError, AnalysisOptions, analyze_call
 from callmood.audio import AudioError, EmptyAudioError, audio_info
 from callmood.errors import CallmoodError
 from callmood.inference import EmotionModel
@@ -43,6 +43,7 @@ from callmood.store import (
 logger = logging.getLogger(__name__)
 
 CALLS_SUBDIR = "calls"
+INCOMING_SUBDIR = "incoming"
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
 
 
@@ -53,10 +54,15 @@ class SharedModel:
     ----------
     model_dir
         Model package folder; None loads the bundled default model.
+    workers
+        Worker threads that share the model (each gets cpu_count / workers ORT threads).
     """
 
-    def __init__(self, model_dir: Path | None = None) -> None:
+    def __init__(self, model_dir: Path | None = None, *, workers: int = 1) -> None:
         self.model_dir = model_dir
+        # Workers run the model at the same time: give each a share of the cores
+        # instead of letting every ONNX Runtime call spawn a thread per core.
+        self.num_threads = max(1, (os.cpu_count() or 1) // max(1, workers))
         self._model: EmotionModel | None = None
         self._lock = threading.Lock()
 
@@ -64,7 +70,7 @@ class SharedModel:
         """The loaded model (loads it on the first call; raises ModelLoadError if it cannot)."""
         with self._lock:
             if self._model is None:
-                self._model = EmotionModel.load(self.model_dir)
+                self._model = EmotionModel.load(self.model_dir, num_threads=self.num_threads)
             return self._model
 
 
@@ -101,6 +107,16 @@ def check_upload_audio(upload: ReceivedUpload, options: UploadOptions) -> str:
         raise type(error)(str(error).replace(str(upload.path), upload.filename)) from None
     if info.frames == 0 or info.duration_seconds <= 0:
         raise EmptyAudioError(f"{upload.filename}: the audio has no samples")
+    if info.duration_seconds < MIN_CALL_SECONDS:
+        raise AnalysisError(
+            f"{upload.filename}: only {info.duration_seconds:.2f} s of audio; "
+            f"a call needs at least {MIN_CALL_SECONDS:g} s"
+        )
+    if info.channels > 2 and not (options.mono or options.channels_given):
+        raise AnalysisError(
+            f"{upload.filename}: has {info.channels} channels; say which is which with "
+            "customer_channel and agent_channel (indices from 0), or set mono=true"
+        )
     if options.channels_given and not options.mono:
         for speaker, channel in options.channel_mapping().items():
             if channel >= info.channels:
@@ -163,6 +179,9 @@ class JobRunner:
     def start(self) -> None:
         """Start the worker threads and re-queue jobs a previous run left unfinished."""
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="callmood-job")
+        # Uploads cut off by a crash or kill of the server mid-request.
+        for partial in (self.audio_dir / INCOMING_SUBDIR).glob(".upload-*"):
+            partial.unlink(missing_ok=True)
         with session_scope(self.session_factory) as session:
             for job in unfinished_jobs(session):
                 if job.upload_path and (self.audio_dir / job.upload_path).is_file():
@@ -199,18 +218,14 @@ class JobRunner:
         AudioError
             The upload is not usable audio; its file is deleted and nothing is queued.
         """
-        try:
-            media_type = check_upload_audio(upload, options)
-        except CallmoodError:
-            upload.discard()
-            raise
         job_id = new_id()
         suffix = Path(upload.filename).suffix.lower()
         relative = Path(CALLS_SUBDIR) / f"{job_id}{suffix if _SAFE_SUFFIX.match(suffix) else ''}"
         target = self.audio_dir / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(upload.path, target)
         try:
+            media_type = check_upload_audio(upload, options)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(upload.path, target)
             with session_scope(self.session_factory) as session:
                 job = create_job(
                     session,
@@ -223,6 +238,8 @@ class JobRunner:
                     audio_media_type=media_type,
                 )
         except BaseException:
+            # Refused or failed: neither the upload nor its kept copy may stay behind.
+            upload.discard()
             target.unlink(missing_ok=True)
             raise
         self._submit(job.id)
@@ -273,8 +290,9 @@ class JobRunner:
                 )
                 mark_job_done(session, job_id, result.call_id)
         except Exception as error:
-            if isinstance(error, CallmoodError | AudioError):
-                message = str(error)
+            if isinstance(error, CallmoodError):
+                # Name the file as the client knows it, not where the server keeps it.
+                message = str(error).replace(str(audio_path), filename)
                 logger.warning("job %s failed: %s", job_id, message)
             else:
                 message = f"internal error while analysing the call ({type(error).__name__})"

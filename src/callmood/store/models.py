@@ -89,7 +89,8 @@ class CallRecord(Base):
         String(500), doc="Relative to the settings' audio_dir; None when the audio is not kept."
     )
     audio_media_type: Mapped[str | None] = mapped_column(String(100))
-    result_json: Mapped[str] = mapped_column(Text)
+    # Deferred: lists and filters never need the full result, which can be large.
+    result_json: Mapped[str] = mapped_column(Text, deferred=True)
 
     speakers: Mapped[list[SpeakerRecord]] = relationship(
         back_populates="call", cascade="all, delete-orphan", passive_deletes=True

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Select, delete, func, or_, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from callmood.errors import CallmoodError
 from callmood.results import CallResult
@@ -375,7 +375,10 @@ def list_alerts(
     limit: int = 50,
 ) -> tuple[list[AlertRecord], int]:
     """Alerts across calls, newest first, one page of them and the total count."""
-    query = select(AlertRecord)
+    # The call's name comes along; its (large) result does not.
+    query = select(AlertRecord).options(
+        selectinload(AlertRecord.call).load_only(CallRecord.id, CallRecord.name)
+    )
     if state is not None:
         query = query.where(AlertRecord.state == state)
     if severity is not None:

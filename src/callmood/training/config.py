@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from callmood.errors import CallmoodError
+from callmood.labels import LABEL_SETS
 
 
 class TrainingConfigError(CallmoodError):
@@ -123,6 +124,9 @@ class TrainingConfig(_Strict):
     corpora: list[CorpusSource] = Field(default_factory=list)
     manifests: list[Path] = Field(default_factory=list, description="manifest CSV files")
     label_set: str = Field("iemocap4", description="a key of callmood.labels.LABEL_SETS")
+    classes: list[str] | None = Field(
+        None, description="train on only these classes of the label set (default: all)"
+    )
     features: dict[str, Any] = Field(
         default_factory=dict, description="callmood.features.FeatureConfig fields"
     )
@@ -148,6 +152,11 @@ class TrainingConfig(_Strict):
         1, ge=1, description="torch CPU threads (None = torch's default)"
     )
     export_onnx: bool = True
+    model_card: Path | None = Field(
+        None,
+        description="Markdown file written as the package's MODEL_CARD.md "
+        "(default: generated from model.json)",
+    )
 
     @field_validator("corpora", mode="before")
     @classmethod
@@ -158,7 +167,26 @@ class TrainingConfig(_Strict):
     def _has_data(self) -> TrainingConfig:
         if not self.corpora and not self.manifests:
             raise ValueError("give at least one entry in `corpora` or `manifests`")
+        if self.label_set not in LABEL_SETS:
+            known = ", ".join(LABEL_SETS)
+            raise ValueError(f"unknown label_set `{self.label_set}` (known: {known})")
+        if self.classes is not None:
+            allowed = LABEL_SETS[self.label_set]
+            if len(set(self.classes)) < 2 or not set(self.classes) <= set(allowed):
+                raise ValueError(
+                    f"`classes` must name at least 2 classes of label set {self.label_set} "
+                    f"({', '.join(allowed)}), got {', '.join(self.classes)}"
+                )
         return self
+
+    def class_names(self) -> tuple[str, ...]:
+        """The classes trained on, in model output order (label set order)."""
+        from callmood.labels import label_set
+
+        classes = label_set(self.label_set)
+        if self.classes is None:
+            return classes
+        return tuple(c for c in classes if c in self.classes)
 
     def feature_config(self) -> Any:
         """The `callmood.features.FeatureConfig` this run uses."""
@@ -180,6 +208,7 @@ class TrainingConfig(_Strict):
             update={
                 "corpora": [CorpusSource(name=c.name, path=resolve(c.path)) for c in self.corpora],
                 "manifests": [resolve(m) for m in self.manifests],
+                "model_card": resolve(self.model_card) if self.model_card else None,
             }
         )
 
@@ -262,7 +291,6 @@ def load_training_config(path: str | Path, *, check_paths: bool = True) -> Train
 def check_config_paths(config: TrainingConfig, *, source: str = "<config>") -> None:
     """Raise :class:`TrainingConfigError` for a corpus folder or manifest that does not exist."""
     from callmood.corpora import CORPORA
-    from callmood.labels import LABEL_SETS
 
     for corpus in config.corpora:
         if corpus.name not in CORPORA:
@@ -275,8 +303,5 @@ def check_config_paths(config: TrainingConfig, *, source: str = "<config>") -> N
     for manifest in config.manifests:
         if not manifest.is_file():
             raise TrainingConfigError(f"{source}: manifest not found: {manifest}")
-    if config.label_set not in LABEL_SETS:
-        known = ", ".join(sorted(LABEL_SETS))
-        raise TrainingConfigError(
-            f"{source}: unknown label_set `{config.label_set}` (known: {known})"
-        )
+    if config.model_card is not None and not config.model_card.is_file():
+        raise TrainingConfigError(f"{source}: model_card not found: {config.model_card}")

@@ -109,13 +109,11 @@ def prepare_clip_set(
     keep
         Keep only manifest rows for which this returns True.
     """
-    from callmood.labels import label_set
-
     rows, labels = map_labels(load_rows(config), config.label_set)
     if keep is not None:
         pairs = [(row, label) for row, label in zip(rows, labels, strict=True) if keep(row)]
         rows, labels = [p[0] for p in pairs], [p[1] for p in pairs]
-    classes = classes or label_set(config.label_set)
+    classes = classes or config.class_names()
     pairs = [(row, label) for row, label in zip(rows, labels, strict=True) if label in classes]
     if not pairs:
         raise EvaluationError(f"no clip has a label in {', '.join(classes)}")
@@ -222,8 +220,6 @@ def evaluate_cross_corpus(
 
     Only the classes of the label set present in both corpora are used.
     """
-    from callmood.labels import label_set
-
     started = time.perf_counter()
     rows, labels = map_labels(load_rows(config), config.label_set)
     present: dict[str, set[str]] = {}
@@ -236,7 +232,7 @@ def evaluate_cross_corpus(
     if train_corpus == test_corpus:
         raise EvaluationError("cross-corpus needs two different corpora")
     shared = tuple(
-        c for c in label_set(config.label_set) if c in present[train_corpus] & present[test_corpus]
+        c for c in config.class_names() if c in present[train_corpus] & present[test_corpus]
     )
     if len(shared) < 2:
         raise EvaluationError(

@@ -84,9 +84,7 @@ def leave_one_group_out(groups: Sequence[str]) -> list[Fold]:
     return _folds_from_test_groups(array, [[group] for group in distinct], distinct)
 
 
-def _groups_by_corpus(
-    groups: Sequence[str], corpora: Sequence[str] | None
-) -> dict[str, list[str]]:
+def _groups_by_corpus(groups: Sequence[str], corpora: Sequence[str] | None) -> dict[str, list[str]]:
     """Each corpus's distinct groups in natural order (one unnamed corpus without `corpora`)."""
     corpus_of: dict[str, str] = {}
     for i, group in enumerate(groups):
@@ -142,8 +140,9 @@ def validation_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hold out whole groups of a training set for validation (early stopping).
 
-    From each corpus (`corpora` gives each row's corpus), ``max(min_groups, round(fraction * groups))`` groups are
-    drawn with a seeded generator, but at least one group always stays in training.
+    From each corpus (`corpora` gives each row's corpus),
+    ``max(min_groups, round(fraction * groups))`` groups are drawn with a seeded
+    generator, but at least one group always stays in training.
 
     Returns
     -------

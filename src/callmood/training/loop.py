@@ -327,7 +327,7 @@ def train_model(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
             scheduler.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             if on_step is not None:
                 on_step(step, steps_per_epoch, losses[-1])
 

@@ -54,14 +54,14 @@ def prepare_clips(
     TrainingDataError
         When no clip has a label in the label set.
     """
-    from callmood.labels import label_set
-
-    classes = label_set(config.label_set)
+    classes = config.class_names()
     rows, labels = map_labels(load_rows(config), config.label_set)
-    if not rows:
+    kept = [(row, label) for row, label in zip(rows, labels, strict=True) if label in classes]
+    if not kept:
         raise TrainingDataError(
-            f"no clip of the configured data has a label in label set {config.label_set!r}"
+            f"no clip of the configured data has a label in {', '.join(classes)}"
         )
+    rows, labels = [k[0] for k in kept], [k[1] for k in kept]
     keep_waveforms = config.augmentation.waveform_fraction > 0
     total = len(rows)
     return build_clip_set(
@@ -213,6 +213,9 @@ def save_package(
         feature_config=clips.feature_config,
         window_seconds=config.window_seconds,
         extra={"name": config.name, "training": training_info, "metrics": metrics},
+        export_onnx=config.export_onnx,
+        # Read now, so a card that lives in `output_dir` itself is carried over.
+        model_card=config.model_card.read_text(encoding="utf-8") if config.model_card else None,
     )
 
 

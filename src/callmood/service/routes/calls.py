@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from callmood import store
 from callmood.results import CallResult
 from callmood.service.deps import get_db, get_settings, require_api_token
+from callmood.service.jobs import INCOMING_SUBDIR
 from callmood.service.schemas import (
     CallPage,
     CallSummary,
@@ -83,7 +84,7 @@ async def upload_call(request: Request, settings: Settings = Depends(get_setting
     Poll `status_url` until the job is `done`, then read the call at `/api/calls/{call_id}`.
     """
     upload = await receive_upload(
-        request, settings.resolved_audio_dir / "incoming", settings.max_upload_bytes
+        request, settings.resolved_audio_dir / INCOMING_SUBDIR, settings.max_upload_bytes
     )
     try:
         options = UploadOptions.from_form(upload.fields)

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from markdown_it import MarkdownIt
 from sqlalchemy.orm import Session
@@ -41,10 +41,12 @@ CALLS_PER_PAGE = 100
 ALERTS_PER_PAGE = 200
 
 
-def _render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+def _render(
+    request: Request, template: str, status_code: int = 200, **context: Any
+) -> HTMLResponse:
     context.setdefault("logged_in", deps.is_authenticated(request))
     context.setdefault("title", "callmood")
-    return templates.TemplateResponse(request, name, context, status_code=status_code)
+    return templates.TemplateResponse(request, template, context, status_code=status_code)
 
 
 def _duration(seconds: float | None) -> str:
@@ -58,7 +60,8 @@ def _duration(seconds: float | None) -> str:
 
 def _safe_next(target: str | None) -> str:
     # Only local paths: a login link must not forward the browser to another site.
-    if not target or not target.startswith("/") or target.startswith("//"):
+    # Browsers read a backslash as a slash, so "/\\evil.example" would leave the site too.
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/calls"
     parts = urlsplit(target)
     return parts.path + (f"?{parts.query}" if parts.query else "")
@@ -234,6 +237,10 @@ def _call_data(result: CallResult) -> dict[str, Any]:
         "speakers": lanes,
         "windows": windows,
         "alerts": [alert.model_dump(mode="json") for alert in result.alerts],
+        "speech": {
+            speaker: [[stretch.start, stretch.end] for stretch in result.speakers[speaker].speech]
+            for speaker in lanes
+        },
         "labels": list(result.model.labels),
         "curve_speaker": curve_speaker,
     }
@@ -274,6 +281,7 @@ def call_page(request: Request, call_id: str, db: Session = Depends(deps.get_db)
     except store.NotFoundError as error:
         return _render(request, "error.html", 404, title="Call not found", message=str(error))
     result = store.call_result(record)
+    call_data = _call_data(result)
     stored_alerts = {alert.alert_key: alert for alert in record.alerts}
     alerts = [
         {
@@ -304,7 +312,8 @@ def call_page(request: Request, call_id: str, db: Session = Depends(deps.get_db)
         ],
         alerts=alerts,
         scored_speakers=_scores_view(result),
-        call_data=_call_data(result),
+        call_data=call_data,
+        curve_speaker=call_data["curve_speaker"],
     )
 
 
@@ -393,8 +402,3 @@ def model_page(request: Request) -> HTMLResponse:
 
 
 router.include_router(pages)
-
-
-def not_found(request: Request) -> Response:
-    """A 404 page for unknown dashboard paths."""
-    return _render(request, "error.html", 404, title="Not found", message="No such page.")

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -433,10 +434,7 @@ async def stream_call(websocket: WebSocket) -> None:
     session: _Session | None = None
     partial_reason: str | None = None
     try:
-        if not deps.is_authenticated(websocket):
-            raise StreamProtocolError(
-                "not authorised: pass the API token as ?token=... or log in to the dashboard"
-            )
+        _check_authorised(websocket)
         start = await _receive_start(websocket)
         session = _Session(websocket, start, await _make_analyzer(websocket, start))
         await session.send(_ready_message(session))
@@ -447,10 +445,16 @@ async def stream_call(websocket: WebSocket) -> None:
         partial_reason = "the client broke the protocol"
     except WebSocketDisconnect:
         partial_reason = "the client disconnected before stop"
-    except CallmoodError as error:
-        # Not the client's fault (rules file edited into nonsense, model unloadable, ...).
-        log.error("live stream failed: %s", error)
-        await _send_error(websocket, StreamProtocolError(str(error), CLOSE_SERVER_ERROR))
+    except Exception as error:
+        # Not the client's fault (rules file edited into nonsense, model unloadable, ...):
+        # this stream ends with an explanation; the server and other streams carry on.
+        if isinstance(error, CallmoodError):
+            log.error("live stream failed: %s", error)
+            message = str(error)
+        else:
+            log.exception("live stream failed")
+            message = f"internal error while analysing the stream ({type(error).__name__})"
+        await _send_error(websocket, StreamProtocolError(message, CLOSE_SERVER_ERROR))
         if session is not None:
             await session.abandon()
         return
@@ -470,6 +474,29 @@ async def stream_call(websocket: WebSocket) -> None:
         await session.send(summary)
         with contextlib.suppress(Exception):
             await websocket.close(code=CLOSE_NORMAL)
+
+
+def _check_authorised(websocket: WebSocket) -> None:
+    """Token, bearer header or login cookie; the cookie only from a dashboard page.
+
+    Browsers send cookies along with a WebSocket handshake started by any site, so a
+    cookie-authenticated stream must come from this server's own pages (its Origin).
+    """
+    if not deps.is_authenticated(websocket):
+        raise StreamProtocolError(
+            "not authorised: pass the API token as ?token=... or log in to the dashboard"
+        )
+    origin = websocket.headers.get("origin")
+    if websocket.app.state.settings.auth_disabled or not origin:
+        return
+    has_token = deps.token_matches(
+        websocket.query_params.get("token"), websocket.app.state.api_token
+    ) or websocket.headers.get("authorization", "").lower().startswith("bearer ")
+    if not has_token and urlsplit(origin).netloc != websocket.headers.get("host"):
+        raise StreamProtocolError(
+            f"not authorised: a login cookie is only accepted from this server's pages, "
+            f"not from {origin}; pass the API token as ?token=..."
+        )
 
 
 async def _receive_start(websocket: WebSocket) -> StreamStart:

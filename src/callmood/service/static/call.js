@@ -21,6 +21,7 @@
     onSeek: seek,
   });
   timeline.windows = data.windows;
+  timeline.speech = data.speech;
   timeline.alerts = data.alerts;
   timeline.draw();
 

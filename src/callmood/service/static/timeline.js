@@ -38,6 +38,8 @@
       context.moveTo(x, top);
       context.lineTo(x, top + 5);
       context.stroke();
+      // Keep the last label inside the canvas.
+      context.textAlign = x > x0 + width - 20 ? "right" : "center";
       context.fillText(Callmood.formatSeconds(t), x, top + 16);
     }
   }
@@ -50,6 +52,7 @@
       this.duration = Math.max(1, (options && options.duration) || 1);
       this.windows = [];
       this.alerts = [];
+      this.speech = {};  // speaker -> [[start, end], ...]: talk, also of unanalysed speakers
       this.cursor = null;
       this.onSeek = (options && options.onSeek) || null;
       canvas.addEventListener("click", (event) => {
@@ -85,6 +88,10 @@
         context.fillText(speaker, 4, top + LANE_HEIGHT / 2 + 4);
         context.fillStyle = "#f1f4f8";
         context.fillRect(LABEL_WIDTH, top, plotWidth, LANE_HEIGHT);
+        context.fillStyle = "#d5dbe3";
+        for (const [start, end] of this.speech[speaker] || []) {
+          context.fillRect(xOf(start), top + LANE_HEIGHT / 3, Math.max(1, xOf(end) - xOf(start)), LANE_HEIGHT / 3);
+        }
         // Windows overlap (hop < window); later windows paint over the earlier ones,
         // so each stretch shows its most recent estimate.
         for (const item of this.windows) {
@@ -165,7 +172,9 @@
         ordered.forEach((item, index) => {
           const x = xOf((item.start + item.end) / 2);
           const y = yOf(item.probabilities[label] || 0);
-          if (index === 0) context.moveTo(x, y); else context.lineTo(x, y);
+          // No line across silence: a gap longer than a window starts a new stroke.
+          const gap = index > 0 && item.start - ordered[index - 1].end > 0.5;
+          if (index === 0 || gap) context.moveTo(x, y); else context.lineTo(x, y);
         });
         context.stroke();
       }

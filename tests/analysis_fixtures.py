@@ -1,0 +1,78 @@
+"""Helpers for the call-analysis tests: a small random model package and calls built from RAVDESS.
+
+A randomly initialised network is enough to test the plumbing (channels, VAD,
+windows, smoothing, alerts, exports); tests of what the model recognises use
+the bundled model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from callmood.audio import SAMPLE_RATE, load_audio
+
+LABELS = ("neutral", "happy", "sad", "angry")
+
+
+def make_random_package(directory: Path, *, export_onnx: bool = False, seed: int = 0) -> Path:
+    """A model package with random weights (4 classes, 40 MFCCs, 3 s windows)."""
+    import torch
+
+    from callmood.features import FeatureConfig
+    from callmood.models.package import save_model_package
+    from callmood.models.parallel_cnn_transformer import ModelConfig, ParallelCNNTransformer
+
+    torch.manual_seed(seed)
+    model = ParallelCNNTransformer(ModelConfig(num_features=40, num_classes=len(LABELS))).eval()
+    return save_model_package(
+        directory,
+        model,
+        labels=LABELS,
+        feature_config=FeatureConfig(),
+        window_seconds=3.0,
+        extra={"name": "random-test-model"},
+        export_onnx=export_onnx,
+    )
+
+
+def ravdess_clip(ravdess_dir: Path, actor: int, code: str) -> np.ndarray:
+    """One RAVDESS clip (``code`` = emotion-intensity-statement-repetition) as 16 kHz mono."""
+    path = ravdess_dir / f"Actor_{actor:02d}" / f"03-01-{code}-{actor:02d}.flac"
+    return load_audio(path, channels=[0]).samples[0]
+
+
+def build_two_party_call(
+    ravdess_dir: Path, *, turns: int = 6, pause_seconds: float = 1.0
+) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+    """A stereo call (2, frames): actor 1 on the left, actor 2 on the right, taking turns.
+
+    Returns the samples and the placement ``(speaker, start, end)`` of each clip
+    in seconds, customer = left.
+    """
+    codes = ["01-01-01-01", "02-01-01-01", "05-02-01-01", "04-01-02-01", "03-01-01-02"]
+    left: list[np.ndarray] = []
+    right: list[np.ndarray] = []
+    placement = []
+    position = 0
+    pause = np.zeros(int(pause_seconds * SAMPLE_RATE), dtype=np.float32)
+    for turn in range(turns):
+        speaker, actor = ("customer", 1) if turn % 2 == 0 else ("agent", 2)
+        clip = ravdess_clip(ravdess_dir, actor, codes[turn % len(codes)])
+        speaking, listening = (left, right) if speaker == "customer" else (right, left)
+        speaking.append(clip)
+        listening.append(np.zeros_like(clip))
+        placement.append((speaker, position / SAMPLE_RATE, (position + len(clip)) / SAMPLE_RATE))
+        position += len(clip)
+        left.append(pause)
+        right.append(pause)
+        position += len(pause)
+    return np.stack([np.concatenate(left), np.concatenate(right)]), placement
+
+
+def write_audio(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write (channels, frames) float32 samples as 16-bit FLAC/WAV (by suffix)."""
+    sf.write(path, np.asarray(samples).T, sample_rate, subtype="PCM_16")
+    return path

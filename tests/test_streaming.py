@@ -1,0 +1,134 @@
+"""The streaming analyser: same results as the file path, early events, bounded memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from analysis_fixtures import build_two_party_call, make_random_package, write_audio
+
+from callmood.alerts import RuleSet, evaluate_rules
+from callmood.analysis import AnalysisError, AnalysisOptions, StreamingAnalyzer, analyze_call
+from callmood.audio import SAMPLE_RATE
+from callmood.inference import EmotionModel
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return EmotionModel.load(make_random_package(tmp_path_factory.mktemp("model")))
+
+
+@pytest.fixture(scope="module")
+def call(ravdess_dir, tmp_path_factory):
+    samples, _ = build_two_party_call(ravdess_dir, turns=10, pause_seconds=2.5)
+    return write_audio(tmp_path_factory.mktemp("call") / "call.flac", samples), samples
+
+
+def rules_that_fire(model, call_path):
+    """Rules of every kind, tuned to the random model's dominant emotion on this call."""
+    probe = analyze_call(call_path, model=model)
+    emotion = probe.speakers["customer"].scores.dominant_emotion
+    peak = probe.speakers["customer"].scores.peak_dbfs
+    return RuleSet.from_dict(
+        {
+            "rules": [
+                {"name": "sustained", "kind": "sustained", "emotion": emotion,
+                 "threshold": 0.3, "min_seconds": 2, "cooldown_seconds": 0},
+                {"name": "frequent", "kind": "frequency", "emotion": emotion,
+                 "threshold": 0.3, "min_windows": 2, "within_seconds": 30, "cooldown_seconds": 0},
+                {"name": "shift", "kind": "shift", "rise": 0.01, "part_seconds": 5,
+                 "min_windows": 1, "cooldown_seconds": 0},
+                {"name": "loud", "kind": "loudness", "peak_dbfs": peak - 6, "cooldown_seconds": 0},
+                {"name": "gap", "kind": "silence", "speaker": "any", "min_seconds": 2,
+                 "cooldown_seconds": 0},
+                {"name": "customer_quiet", "kind": "silence", "speaker": "customer",
+                 "min_seconds": 3, "cooldown_seconds": 5},
+            ]
+        }
+    )  # fmt: skip
+
+
+def same_windows(first, second):
+    # Batches of different sizes change float rounding in the network's last digits.
+    assert len(first) == len(second)
+    for a, b in zip(first, second, strict=True):
+        assert (a.speaker, a.start, a.end, a.emotion) == (b.speaker, b.start, b.end, b.emotion)
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-4)
+    return True
+
+
+def stream(samples, model, rules, chunk_sizes):
+    analyzer = StreamingAnalyzer(AnalysisOptions(), model, rules)
+    feed_events, position = [], 0
+    for size in chunk_sizes:
+        if position >= samples.shape[1]:
+            break
+        chunk = samples[:, position : position + size]
+        feed_events += analyzer.feed({"customer": chunk[0], "agent": chunk[1]})
+        position += size
+    close_events = analyzer.close()
+    return analyzer, feed_events, close_events
+
+
+def test_stream_in_random_chunks_gives_the_same_windows_and_alerts_as_the_file(call, model):
+    path, samples = call
+    rules = rules_that_fire(model, path)
+    whole = analyze_call(path, model=model, rules=rules)
+    assert {a.kind for a in whole.alerts} >= {"sustained", "frequency", "loudness", "silence"}
+
+    rng = np.random.default_rng(7)
+    for sizes in (rng.integers(1, 20_000, size=10_000), rng.integers(100, 800, size=100_000)):
+        analyzer, _, _ = stream(samples, model, rules, sizes)
+        streamed = analyzer.result()
+        assert [a.model_dump() for a in streamed.alerts] == [a.model_dump() for a in whole.alerts]
+        assert same_windows(streamed.windows(), whole.windows())
+        assert streamed.speakers["agent"].speech == whole.speakers["agent"].speech
+    # Re-evaluating the finished result with the rules gives the same alerts again.
+    assert evaluate_rules(whole, rules) == whole.alerts
+
+
+def test_stream_emits_windows_and_alert_openings_before_the_call_ends(call, model):
+    path, samples = call
+    rules = rules_that_fire(model, path)
+    analyzer, feed_events, close_events = stream(samples, model, rules, [SAMPLE_RATE // 2] * 10_000)
+    during = [e.event for e in feed_events]
+    assert "window" in during and "alert_open" in during
+    opened, closed = {}, {}
+    for order, event in enumerate(feed_events + close_events):
+        if event.event == "alert_open":
+            opened[event.alert.id] = order
+            assert event.alert.closed_at is None
+        elif event.event == "alert_close":
+            closed[event.alert.id] = order
+    assert opened.keys() == closed.keys() == {a.id for a in analyzer.result().alerts}
+    assert all(opened[i] < closed[i] for i in opened)
+
+
+def test_stream_memory_stays_bounded_by_the_window(call, model):
+    _, samples = call
+    long_call = np.tile(samples, 6)  # several minutes
+    analyzer = StreamingAnalyzer(AnalysisOptions(), model, RuleSet())
+    chunk = 4000
+    largest = 0
+    for position in range(0, long_call.shape[1], chunk):
+        piece = long_call[:, position : position + chunk]
+        analyzer.feed({"customer": piece[0], "agent": piece[1]})
+        largest = max(largest, *(len(c.buffer) for c in analyzer.channels.values()))
+    analyzer.close()
+    limit = (3.0 + AnalysisOptions().vad.max_gap_seconds + 1.0) * SAMPLE_RATE + chunk
+    assert largest <= limit < long_call.shape[1] / 10
+
+
+def test_feed_rejects_chunks_that_do_not_fit_the_call(model):
+    analyzer = StreamingAnalyzer(AnalysisOptions(), model, RuleSet())
+    one_second = np.zeros(SAMPLE_RATE, np.float32)
+    with pytest.raises(AnalysisError, match="exactly"):
+        analyzer.feed({"customer": one_second})
+    with pytest.raises(AnalysisError, match="equally long"):
+        analyzer.feed({"customer": one_second, "agent": one_second[:100]})
+    with pytest.raises(AnalysisError, match="NaN"):
+        analyzer.feed({"customer": one_second * np.nan, "agent": one_second})
+    with pytest.raises(AnalysisError, match="1-D float"):
+        analyzer.feed({"customer": np.zeros((2, 10)), "agent": np.zeros((2, 10))})
+    analyzer.close()
+    with pytest.raises(AnalysisError, match="closed"):
+        analyzer.feed({"customer": one_second, "agent": one_second})

@@ -1,0 +1,106 @@
+"""`callmood evaluate`: speaker-independent protocols and the "Performance evaluation" report."""
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from callmood.cli import app
+from callmood.corpora import prepare_emodb
+from callmood.manifest import write_manifest
+from callmood.training.config import parse_training_config
+from callmood.training.evaluate import EvaluationError, evaluate_cross_corpus
+
+THREE_SPEAKERS = {"emodb:09", "emodb:10", "emodb:11"}
+
+
+@pytest.fixture(scope="module")
+def three_speaker_manifest(emodb_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("evaluate")
+    rows = [r for r in prepare_emodb(emodb_dir) if r.speaker in THREE_SPEAKERS]
+    write_manifest(rows, folder / "manifest.csv")
+    return folder / "manifest.csv"
+
+
+def test_loso_report_states_the_protocol_and_tests_every_speaker_once(
+    three_speaker_manifest, tmp_path
+):
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "manifests": [str(three_speaker_manifest)],
+                "label_set": "emodb7",
+                "classes": ["neutral", "angry"],
+                "model": {
+                    "cnn_channels": [4, 8, 16],
+                    "transformer_layers": 1,
+                    "transformer_feedforward": 64,
+                    "transformer_time_pool": 8,
+                },
+                "epochs": 2,
+                "batch_size": 16,
+                "validation": {"fraction": 0.0},
+            }
+        )
+    )
+    output = tmp_path / "report"
+
+    result = CliRunner().invoke(
+        app, ["evaluate", "-c", str(config_path), "-p", "loso", "-o", str(output)]
+    )
+
+    assert result.exit_code == 0, result.output
+    report = json.loads((output / "report.json").read_text())
+    assert report["title"] == "Performance evaluation"
+    assert report["protocol"] == "loso"
+    assert [fold["test_groups"] for fold in report["folds"]] == [
+        ["emodb:09"],
+        ["emodb:10"],
+        ["emodb:11"],
+    ]
+    assert report["summary"]["pooled"]["num_examples"] == sum(
+        fold["num_test"] for fold in report["folds"]
+    )
+    markdown = (output / "report.md").read_text()
+    assert markdown.startswith("# Performance evaluation")
+    assert "leave-one-group-out over 3 groups" in markdown
+    assert (output / "confusion_matrix.png").is_file()
+    assert (output / "fold_ua.png").is_file()
+
+
+def test_saved_model_is_tested_on_a_manifest_with_labels_mapped_to_its_classes(
+    three_speaker_manifest, tmp_path
+):
+    # The bundled 4-class model on EmoDB clips: bored, fearful, disgust clips are left out.
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            "src/callmood/models/default",
+            "--manifest",
+            str(three_speaker_manifest),
+            "-o",
+            str(tmp_path),
+        ],
+    )
+
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["protocol"] == "holdout"
+    assert report["classes"] == ["neutral", "happy", "sad", "angry"]
+    assert 0 < report["summary"]["pooled"]["num_examples"] < 3 * 60
+
+
+def test_model_without_manifest_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "--manifest" in str(result.exception) + result.output
+
+
+def test_cross_corpus_needs_both_corpora_in_the_data(three_speaker_manifest):
+    config = parse_training_config({"manifests": [str(three_speaker_manifest)]})
+    with pytest.raises(EvaluationError, match="'ravdess' is not in the config's data"):
+        evaluate_cross_corpus(config, "ravdess", "emodb")
