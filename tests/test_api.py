@@ -456,6 +456,12 @@ def test_jobs_left_by_a_stopped_server_are_resumed_on_start(
         store.mark_job_running(session, interrupted.id)
         lost = store.create_job(session, name="lost", upload_path="calls/gone.flac")
     engine.dispose()
+    # Left by a server killed mid-upload, and between keeping a file and queuing its job.
+    cut_off = settings.resolved_audio_dir / "incoming" / ".upload-0123"
+    cut_off.parent.mkdir(parents=True)
+    cut_off.write_bytes(stereo_call[:1000])
+    unqueued = settings.resolved_audio_dir / "calls" / "never-queued.flac"
+    unqueued.write_bytes(stereo_call)
 
     app = create_app(settings)
     with TestClient(app) as client:
@@ -465,3 +471,5 @@ def test_jobs_left_by_a_stopped_server_are_resumed_on_start(
         assert resumed["state"] == "done" and resumed["call_id"]
         failed = client.get(f"/api/jobs/{lost.id}", headers=headers).json()
         assert failed["state"] == "failed" and "lost" in failed["error"]
+    assert not cut_off.exists() and not unqueued.exists()
+    assert kept.exists()  # the resumed call's recording stays

@@ -137,8 +137,24 @@ def rules_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def first_run(archive, model_dir, rules_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    options = BatchOptions(workers=2, model_dir=model_dir, rules=rules_file)
+    database_url = f"sqlite:///{out / 'callmood.db'}"
+    options = BatchOptions(
+        workers=2, model_dir=model_dir, rules=rules_file, database_url=database_url
+    )
     return out, run_batch(archive.root, out, options)
+
+
+def stored_calls(database_url: str) -> dict[str, list[str]]:
+    """Call id -> tags of every call in the service database."""
+    from callmood import store
+
+    engine = store.create_database_engine(database_url)
+    try:
+        with store.session_scope(store.make_session_factory(engine)) as session:
+            calls, _ = store.list_calls(session, limit=10_000)
+            return {call.id: sorted(tag.tag for tag in call.tags) for call in calls}
+    finally:
+        engine.dispose()
 
 
 def test_batch_analyses_each_distinct_call_once_on_two_workers(archive, first_run):
@@ -197,13 +213,22 @@ def test_stereo_calls_analyse_the_customer_by_default(archive, first_run):
 def test_rules_file_reaches_every_worker_and_fills_the_alerts_table(first_run):
     out, _ = first_run
     results = read_batch_results(out)
-    stereo = results.calls[results.calls["customer_channel"].notna()]
     alerts_per_call = results.alerts.groupby("call_hash").size()
 
     assert set(results.alerts["rule"]) == {"customer_audible"}
-    assert set(alerts_per_call.index) == set(stereo["call_hash"])
-    assert (stereo.set_index("call_hash")["alert_count"] == alerts_per_call).all()
+    assert set(alerts_per_call.index) == set(results.calls["call_hash"])
+    assert (results.calls.set_index("call_hash")["alert_count"] == alerts_per_call).all()
     assert (results.alerts["closed_at"] >= results.alerts["opened_at"]).all()
+
+
+def test_analysed_calls_are_also_stored_once_in_the_service_database(archive, first_run):
+    out, summary = first_run
+
+    stored = stored_calls(f"sqlite:///{out / 'callmood.db'}")
+
+    assert sorted(stored) == sorted(archive.hashes(archive.good_calls))
+    assert summary.stored == len(archive.good_calls)
+    assert all(tags == ["batch"] for tags in stored.values())
 
 
 def test_rerun_skips_every_call_already_done(archive, first_run, model_dir, rules_file):
@@ -214,8 +239,21 @@ def test_rerun_skips_every_call_already_done(archive, first_run, model_dir, rule
     summary = run_batch(archive.root, out, options)
 
     assert summary.skipped == len(archive.good_calls) + len(archive.bad_files)
-    assert summary.analysed == summary.errors == 0
+    assert summary.analysed == summary.errors == summary.stored == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")} == before
+
+
+def test_rerun_with_a_new_database_stores_the_calls_done_before(
+    archive, first_run, model_dir, rules_file, tmp_path
+):
+    out, _ = first_run
+    database_url = f"sqlite:///{tmp_path / 'new.db'}"
+    options = BatchOptions(model_dir=model_dir, rules=rules_file, database_url=database_url)
+
+    summary = run_batch(archive.root, out, options)
+
+    assert summary.analysed == 0 and summary.stored == len(archive.good_calls)
+    assert sorted(stored_calls(database_url)) == sorted(archive.hashes(archive.good_calls))
 
 
 def test_manifest_channel_mapping_reaches_the_analysis(archive, model_dir):
@@ -235,6 +273,7 @@ def test_killed_batch_resumes_with_every_call_analysed_exactly_once(
     archive, model_dir, rules_file, first_run, tmp_path
 ):
     out = tmp_path / "results"
+    database_url = f"sqlite:///{tmp_path / 'callmood.db'}"
     command = [
         sys.executable,
         "-c",
@@ -249,6 +288,8 @@ def test_killed_batch_resumes_with_every_call_analysed_exactly_once(
         str(model_dir),
         "--rules",
         str(rules_file),
+        "--database",
+        database_url,
     ]
     # A session of its own, so SIGKILL reaches the batch and its Dask worker processes.
     batch = subprocess.Popen(
@@ -261,7 +302,9 @@ def test_killed_batch_resumes_with_every_call_analysed_exactly_once(
         batch.wait()
     assert KILL_AFTER_CALLS <= done_at_kill < len(archive.good_calls), "not killed mid-run"
 
-    options = BatchOptions(workers=2, model_dir=model_dir, rules=rules_file)
+    options = BatchOptions(
+        workers=2, model_dir=model_dir, rules=rules_file, database_url=database_url
+    )
     summary = run_batch(archive.root, out, options)
 
     results = read_batch_results(out)
@@ -281,6 +324,7 @@ def test_killed_batch_resumes_with_every_call_analysed_exactly_once(
     assert not results.segments.duplicated(["call_hash", "speaker", "start"]).any()
     leftovers = [p for p in out.rglob("*") if p.is_file() and p.name.endswith(".tmp")]
     assert leftovers == []
+    assert sorted(stored_calls(database_url)) == sorted(archive.hashes(archive.good_calls))
 
 
 def _windows_per_call(calls) -> dict[str, int]:

@@ -140,7 +140,8 @@ def test_package_without_onnx_loads_and_reports_no_graph(tmp_path):
     assert loaded.onnx_path is None
     assert loaded.model.config.attention_pooling
     assert (directory / MODEL_CARD_FILE).read_text() == "# My model\n"
-    assert not list(directory.glob("*.tmp"))
+    assert not list(directory.glob(".*.tmp"))
+    assert all(path.stat().st_mode & 0o044 == 0o044 for path in directory.iterdir())  # readable
 
 
 def test_saving_again_replaces_the_package(tmp_path):
@@ -180,6 +181,15 @@ def test_saving_inconsistent_metadata_is_a_clear_error(tmp_path, arguments, prob
     values.update(arguments)
     with pytest.raises(ModelPackageError, match=problem):
         save_model_package(tmp_path / "bad", _trained_looking_model(), **values)
+
+
+def test_saving_onto_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    with pytest.raises(ModelPackageError, match="taken: cannot create the model directory"):
+        save_model_package(
+            tmp_path / "taken", _trained_looking_model(), labels=LABELS,
+            feature_config=FeatureConfig(), window_seconds=3.0, export_onnx=False,
+        )  # fmt: skip
 
 
 # ------------------------------------------------------------------------- corrupt packages

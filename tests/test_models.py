@@ -150,6 +150,22 @@ def test_config_round_trips_and_rejects_unknown_options():
         ModelConfig(cnn_time_pool="median")
 
 
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"transformer_heads": 0}, "transformer_heads"),
+        ({"num_classes": "eight"}, "num_classes"),
+        ({"cnn_dropout": 1.5}, "cnn_dropout"),
+        ({"cnn_channels": [16, 32]}, "cnn_channels"),
+        ({"num_features": 20}, "num_features"),
+        ({"attention_pooling": "yes"}, "attention_pooling"),
+    ],
+)
+def test_invalid_model_config_names_the_field(values, named):
+    with pytest.raises(ModelInputError, match=named):
+        ModelConfig.from_dict(values)
+
+
 def test_learns_to_tell_angry_from_neutral_on_real_clips(ravdess_dir):
     """A few real RAVDESS clips of one actor: the network must fit them (it learns at all)."""
     # Statement 01, both repetitions: 2 neutral, 4 angry (two intensities).

@@ -305,7 +305,9 @@ class StreamingAnalyzer:
         # candidate (or the next window of a long stretch) on.
         keep_from = channel.detector.labelled_samples
         candidate = channel.detector.candidate_start
-        if candidate is not None:
+        if channel.windower is None:  # not analysed: no window will ever need its audio
+            keep_from = channel.received
+        elif candidate is not None:
             keep_from = candidate
             if channel.windower is not None:
                 keep_from = channel.windower.needed_from(candidate)

@@ -134,6 +134,7 @@ def _write_atomically(path: Path, content: bytes) -> None:
     """Write via a temporary file in the same folder and rename, so readers never see half."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the cache from other users
         with os.fdopen(handle, "wb") as file:
             file.write(content)
         os.replace(temporary, path)

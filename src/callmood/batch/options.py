@@ -42,6 +42,9 @@ class BatchOptions:
     model_dir
         Model package directory; None uses the bundled default model. It must be
         readable at the same path on every worker.
+    database_url
+        Also store every analysed call in the service database at this SQLAlchemy
+        URL (``sqlite:///callmood.db``, ``postgresql+psycopg://...``); None: Parquet only.
     analysis_overrides
         Further :class:`~callmood.analysis.AnalysisOptions` fields (from Python only),
         e.g. ``{"hop_seconds": 0.5}``.
@@ -61,6 +64,7 @@ class BatchOptions:
     analyze_agent: bool = False
     rules: Path | None = None
     model_dir: Path | None = None
+    database_url: str | None = None
     analysis_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -118,7 +118,7 @@ class BatchOutput:
 
     def done_keys(self) -> set[str]:
         """Calls that need no more work: analysed, or failed through their input's fault."""
-        done = {p.name.removesuffix(".parquet") for p in self._files("calls")}
+        done = self.analysed_calls()
         done |= {
             p.name.removesuffix(".parquet")
             for p in self._files("errors")
@@ -132,6 +132,17 @@ class BatchOutput:
         for path in stale:
             path.unlink(missing_ok=True)
         return len(stale)
+
+    def analysed_calls(self) -> set[str]:
+        """Hashes of the calls analysed so far (by any run)."""
+        return {p.name.removesuffix(".parquet") for p in self._files("calls")}
+
+    def read_result(self, call_hash: str) -> tuple[str, str]:
+        """An analysed call's file path and its whole result as JSON."""
+        row = pq.read_table(
+            self.directory / "calls" / f"{call_hash}.parquet", columns=["path", "result_json"]
+        ).to_pylist()[0]
+        return row["path"], row["result_json"]
 
     def write_result(self, call_hash: str, tables: dict[str, pa.Table]) -> None:
         """Store an analysed call: its segments and alerts first, its calls row last."""

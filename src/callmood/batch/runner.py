@@ -7,23 +7,34 @@ submit and writes what comes back, one call at a time, as it arrives.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distributed import Client, LocalCluster, as_completed
 
+from callmood.alerts import DEFAULT_RULES_PATH, RuleSet
+from callmood.batch.database import DatabaseSink
 from callmood.batch.options import PERFORMANCE_FIELDS, BatchError, BatchOptions
 from callmood.batch.output import BatchOutput
 from callmood.batch.sources import CallFile, file_sha256, find_calls
 from callmood.batch.tables import error_table
-from callmood.batch.worker import PLUGIN_NAME, AnalyzerPlugin, CallJob, CallOutcome
-from callmood.batch.worker import analyze_on_worker as _analyze_on_worker
+from callmood.batch.worker import (
+    PLUGIN_NAME,
+    AnalyzerPlugin,
+    CallJob,
+    CallOutcome,
+    analyze_on_worker,
+)
 from callmood.errors import CallmoodError
+from callmood.inference import default_model_dir
+from callmood.results import SCHEMA_VERSION, CallResult
 
 _SCHEDULER_CONNECT_TIMEOUT = "20s"
 
@@ -60,6 +71,8 @@ class BatchSummary:
     wall_seconds: float = 0.0
     #: Distinct model loads that served this run's calls (one per worker process).
     model_instances: int = 0
+    #: Calls added to the service database by this run (with ``database_url``).
+    stored: int = 0
     error_messages: list[str] = field(default_factory=list)
 
     @property
@@ -112,17 +125,24 @@ def run_batch(
     summary.files = len(calls)
     rules = _load_rules(options.rules)
     settings = _settings_fingerprint(options)
-    with BatchOutput(out_dir) as output:
-        output.check_settings(settings)
-        output.remove_temporaries()
-        output.clear_retryable_errors()
+    database = DatabaseSink(options.database_url) if options.database_url else None
+    try:
+        with BatchOutput(out_dir) as output:
+            output.check_settings(settings)
+            output.remove_temporaries()
+            output.clear_retryable_errors()
 
-        jobs = _name_calls(calls, output, summary, progress, started)
-        done = output.done_keys()
-        pending = [job for job in jobs if job.call_hash not in done]
-        summary.skipped = len(jobs) - len(pending)
-        if pending:
-            _analyse(pending, output, options, rules, summary, progress, started)
+            jobs = _name_calls(calls, output, summary, progress, started)
+            done = output.done_keys()
+            pending = [job for job in jobs if job.call_hash not in done]
+            summary.skipped = len(jobs) - len(pending)
+            if pending:
+                _analyse(pending, output, database, options, rules, summary, progress, started)
+            if database is not None:
+                summary.stored += _store_missing(output, database)
+    finally:
+        if database is not None:
+            database.close()
     summary.wall_seconds = time.perf_counter() - started
     return summary
 
@@ -175,30 +195,28 @@ def _name_calls(
 def _analyse(
     jobs: list[CallJob],
     output: BatchOutput,
+    database: DatabaseSink | None,
     options: BatchOptions,
-    rules: Any,
+    rules: RuleSet | None,
     summary: BatchSummary,
     progress: ProgressCallback | None,
     started: float,
 ) -> None:
     plugin = AnalyzerPlugin(
-        torch_threads=1,
+        inference_threads=1,
         model_dir=str(options.model_dir) if options.model_dir is not None else None,
         options=options.analysis_options(),
         rules=rules,
     )
+    # A name of its own: other batches may share a long-lived cluster with another model.
+    plugin_name = f"{PLUGIN_NAME}-{uuid.uuid4().hex[:12]}"
     instances: set[str] = set()
-    with _dask_client(options) as client:
-        try:
-            client.register_plugin(plugin, name=PLUGIN_NAME)
-        except CallmoodError:
-            raise
-        except Exception as error:  # noqa: BLE001 - a worker's failure to load the model
-            raise BatchError(
-                f"the workers could not load the model ({type(error).__name__}: {error})"
-            ) from None
+    with _dask_client(options) as client, _analyzer_on_workers(client, plugin, plugin_name):
         futures = client.map(
-            _analyze_on_worker, jobs, key=[f"callmood-call-{job.call_hash}" for job in jobs]
+            analyze_on_worker,
+            jobs,
+            plugin_name=plugin_name,
+            key=[f"callmood-call-{job.call_hash}-{plugin_name}" for job in jobs],
         )
         job_by_key = {future.key: job for future, job in zip(futures, jobs, strict=True)}
         total = len(futures)
@@ -208,6 +226,10 @@ def _analyse(
             future.release()
             if outcome.ok:
                 output.write_result(outcome.call_hash, outcome.tables)
+                if database is not None:
+                    result_json = outcome.tables["calls"].column("result_json")[0].as_py()
+                    result = CallResult.model_validate_json(result_json)
+                    summary.stored += database.save(result, outcome.paths[0])
                 summary.analysed += 1
                 summary.audio_seconds += outcome.duration_seconds
             else:
@@ -234,6 +256,20 @@ def _analyse(
     summary.model_instances = len(instances)
 
 
+def _store_missing(output: BatchOutput, database: DatabaseSink) -> int:
+    """Store the analysed calls the database lacks; return how many.
+
+    Those are calls of a run killed between its Parquet and database writes, or of
+    earlier runs without a database.
+    """
+    analysed = output.analysed_calls()
+    stored = 0
+    for call_hash in sorted(analysed - database.stored_ids(analysed)):
+        path, result_json = output.read_result(call_hash)
+        stored += database.save(CallResult.model_validate_json(result_json), path)
+    return stored
+
+
 def _collect(future: Any, job: CallJob) -> CallOutcome:
     """A finished task's outcome; a task that died with its worker becomes a retryable error."""
     try:
@@ -252,74 +288,68 @@ def _collect(future: Any, job: CallJob) -> CallOutcome:
         return outcome
 
 
-class _dask_client:  # noqa: N801 - used like a function, as a context manager
+@contextlib.contextmanager
+def _dask_client(options: BatchOptions) -> Iterator[Client]:
     """A Dask client on a fresh local cluster, or on an existing scheduler."""
-
-    def __init__(self, options: BatchOptions) -> None:
-        self.options = options
-        self.cluster: LocalCluster | None = None
-        self.client: Client | None = None
-
-    def __enter__(self) -> Client:
-        options = self.options
-        if options.scheduler is not None:
-            try:
-                self.client = Client(options.scheduler, timeout=_SCHEDULER_CONNECT_TIMEOUT)
-            except (OSError, TimeoutError) as error:
-                raise BatchError(
-                    f"--scheduler {options.scheduler}: cannot connect ({error})"
-                ) from None
-            return self.client
-        self.cluster = LocalCluster(
-            n_workers=options.workers,
-            threads_per_worker=options.threads_per_worker,
-            processes=True,
-            # Several batches (and people) share a machine: no fixed dashboard port.
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
-        self.client = Client(self.cluster)
-        return self.client
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.client is not None:
-            self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+    if options.scheduler is not None:
+        try:
+            client = Client(options.scheduler, timeout=_SCHEDULER_CONNECT_TIMEOUT)
+        except (OSError, TimeoutError) as error:
+            raise BatchError(f"--scheduler {options.scheduler}: cannot connect ({error})") from None
+        with client:
+            yield client
+        return
+    cluster = LocalCluster(
+        n_workers=options.workers,
+        threads_per_worker=options.threads_per_worker,
+        processes=True,
+        # Several batches (and people) share a machine: no fixed dashboard port.
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    with cluster, Client(cluster) as client:
+        yield client
 
 
-def _load_rules(path: Path | None) -> Any:
+@contextlib.contextmanager
+def _analyzer_on_workers(client: Client, plugin: AnalyzerPlugin, name: str) -> Iterator[None]:
+    """Load the model on every worker (now, and on workers that join later); unload after."""
+    try:
+        client.register_plugin(plugin, name=name)
+    except CallmoodError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever stopped a worker loading the model
+        raise BatchError(
+            f"the workers could not load the model ({type(error).__name__}: {error})"
+        ) from None
+    try:
+        yield
+    finally:
+        # A long-lived cluster should not keep a model per worker after the batch.
+        with contextlib.suppress(Exception):
+            client.unregister_worker_plugin(name)
+
+
+def _load_rules(path: Path | None) -> RuleSet | None:
     """The alert rules, read and validated here so that a bad file fails before any work."""
     if path is None:
         return None
-    from callmood.alerts import RuleSet
-
     return RuleSet.from_yaml(path)
 
 
 def _settings_fingerprint(options: BatchOptions) -> dict[str, Any]:
     """What makes results comparable: resuming with other values would mix two analyses."""
-    from callmood.results import SCHEMA_VERSION
-
     analysis = options.analysis_options().model_dump(mode="json", exclude=PERFORMANCE_FIELDS)
     return {
         "schema_version": SCHEMA_VERSION,
         "model": _model_fingerprint(options.model_dir),
         # The default rules are fingerprinted too: an upgrade that changes them is a change.
-        "rules": _file_digest(options.rules or _default_rules_path()),
+        "rules": _file_digest(options.rules or DEFAULT_RULES_PATH),
         "analysis": analysis,
     }
 
 
-def _default_rules_path() -> Path:
-    from callmood.alerts import DEFAULT_RULES_PATH
-
-    return DEFAULT_RULES_PATH
-
-
 def _model_fingerprint(model_dir: Path | None) -> str:
-    from callmood.inference import default_model_dir
-
     directory = Path(model_dir) if model_dir is not None else default_model_dir()
     metadata = directory / "model.json"
     if not metadata.is_file():

@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import torch
 from distributed import WorkerPlugin, get_worker
 
+from callmood.alerts import RuleSet
 from callmood.analysis import AnalysisOptions, analyze_call
 from callmood.batch.options import with_channels
 from callmood.batch.sources import file_sha256
 from callmood.batch.tables import error_table, result_tables
 from callmood.errors import CallmoodError
+from callmood.inference import EmotionModel
 
 PLUGIN_NAME = "callmood-batch-analysis"
 
@@ -61,7 +64,7 @@ class CallAnalyzer:
     options
         Analysis settings every call starts from; a job's own channel mapping wins.
     rules
-        Alert rules (a ``callmood.alerts.RuleSet``); None for the defaults.
+        Alert rules; None for the defaults.
     num_threads
         Threads for model inference (None = ONNX Runtime's default, all cores).
     """
@@ -71,11 +74,9 @@ class CallAnalyzer:
         model_dir: str | Path | None = None,
         *,
         options: AnalysisOptions | None = None,
-        rules: Any = None,
+        rules: RuleSet | None = None,
         num_threads: int | None = None,
     ) -> None:
-        from callmood.inference import EmotionModel
-
         self.options = options or AnalysisOptions()
         self.model = EmotionModel.load(
             Path(model_dir) if model_dir is not None else None,
@@ -135,30 +136,28 @@ class AnalyzerPlugin(WorkerPlugin):
 
     Parameters
     ----------
-    torch_threads
-        Threads for the model's own computations on each worker (1 per core).
+    inference_threads
+        Threads of each call's model inference (torch and ONNX Runtime) on a worker.
     **analyzer_arguments
         Passed to :class:`CallAnalyzer`.
     """
 
-    def __init__(self, *, torch_threads: int = 1, **analyzer_arguments: Any) -> None:
-        self.torch_threads = torch_threads
+    def __init__(self, *, inference_threads: int = 1, **analyzer_arguments: Any) -> None:
+        self.inference_threads = inference_threads
         self.analyzer_arguments = analyzer_arguments
         self.analyzer: CallAnalyzer | None = None
 
     def setup(self, worker: Any) -> None:
-        import torch
-
-        torch.set_num_threads(self.torch_threads)
-        self.analyzer = CallAnalyzer(num_threads=self.torch_threads, **self.analyzer_arguments)
+        torch.set_num_threads(self.inference_threads)
+        self.analyzer = CallAnalyzer(num_threads=self.inference_threads, **self.analyzer_arguments)
 
     def teardown(self, worker: Any) -> None:
         self.analyzer = None
 
 
-def analyze_on_worker(job: CallJob) -> CallOutcome:
-    """The Dask task: analyse ``job`` with this worker's loaded model."""
-    plugin = get_worker().plugins[PLUGIN_NAME]
+def analyze_on_worker(job: CallJob, plugin_name: str = PLUGIN_NAME) -> CallOutcome:
+    """The Dask task: analyse ``job`` with the model this worker loaded for the batch."""
+    plugin = get_worker().plugins[plugin_name]
     if plugin.analyzer is None:
-        raise RuntimeError("the batch analyzer plugin is not set up on this worker")
+        raise RuntimeError(f"the batch plugin {plugin_name} is not set up on this worker")
     return plugin.analyzer.analyze(job)

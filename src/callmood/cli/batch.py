@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
 def batch(
     source: str = typer.Argument(
         ...,
+        metavar="SOURCE",
         help=(
             "Calls to analyse: a folder (searched recursively; audio recognised by content), "
             "a glob in quotes ('calls/**/*.wav'), or a manifest CSV with a 'path' column "
@@ -43,6 +44,7 @@ def batch(
         ...,
         "--out",
         "-o",
+        metavar="DIR",
         help=(
             "Output folder: Parquet datasets calls/, segments/, alerts/, errors/. "
             "Rerunning with the same folder skips the calls already done."
@@ -50,14 +52,22 @@ def batch(
         show_default=False,
     ),
     workers: int = typer.Option(
-        2, "--workers", "-w", help="Worker processes of the local Dask cluster (one core each)."
+        2,
+        "--workers",
+        "-w",
+        metavar="N",
+        help="Worker processes of the local Dask cluster (one core each).",
     ),
     threads_per_worker: int = typer.Option(
-        1, "--threads-per-worker", help="Calls each worker analyses at once (each on one thread)."
+        1,
+        "--threads-per-worker",
+        metavar="N",
+        help="Calls each worker analyses at once (each on one thread).",
     ),
     scheduler: str | None = typer.Option(
         None,
         "--scheduler",
+        metavar="ADDRESS",
         help=(
             "Run on an existing Dask cluster at this address (tcp://HOST:8786) instead of "
             "a local one; the files and --model must be readable on every worker."
@@ -66,6 +76,7 @@ def batch(
     channels: str | None = typer.Option(
         None,
         "--channels",
+        metavar="MAPPING",
         help=(
             "Which channel holds whom, e.g. customer=0,agent=1 (the default: left = customer, "
             "right = agent). A manifest's per-call columns win."
@@ -80,10 +91,20 @@ def batch(
         ),
     ),
     rules: Path | None = typer.Option(
-        None, "--rules", help="Alert rules YAML file. Default: the built-in rules."
+        None, "--rules", metavar="FILE", help="Alert rules YAML file. Default: the built-in rules."
     ),
     model: Path | None = typer.Option(
-        None, "--model", help="Model package folder. Default: the bundled model."
+        None, "--model", metavar="DIR", help="Model package folder. Default: the bundled model."
+    ),
+    database: str | None = typer.Option(
+        None,
+        "--database",
+        metavar="URL",
+        help=(
+            "Also store each analysed call in the service database at this SQLAlchemy URL "
+            "(sqlite:///path/callmood.db, postgresql+psycopg://user@host/db), tagged 'batch'. "
+            "Default: Parquet only."
+        ),
     ),
 ) -> None:
     """Analyse an archive of calls on Dask: resumable, one bad file never stops the batch."""
@@ -99,6 +120,7 @@ def batch(
         analyze_agent=analyze_agent,
         rules=rules,
         model_dir=model,
+        database_url=database,
     )
     try:
         with _ProgressBar() as bar:
@@ -154,6 +176,8 @@ def _print_summary(summary: BatchSummary) -> None:
     table.add_row("already done (skipped)", str(summary.skipped))
     table.add_row("calls analysed", str(summary.analysed))
     table.add_row("errors", str(summary.errors))
+    if summary.stored:
+        table.add_row("stored in the database", str(summary.stored))
     table.add_row("audio analysed", f"{summary.audio_hours:.3f} h")
     table.add_row("wall time", f"{summary.wall_seconds:.1f} s")
     table.add_row("speed", f"{summary.realtime_factor:.1f}x real time")

@@ -35,7 +35,7 @@ def train_command(
         "--output",
         "-o",
         help="Folder for the model package, metrics.jsonl, training_curve.png and "
-        "checkpoints/. Default: runs/<config name>.",
+        "checkpoints/. Default: runs/<config file name without .yaml>.",
         show_default=False,
     ),
     resume: bool = typer.Option(

@@ -149,7 +149,12 @@ def save_model_package(
             f"{directory}: metadata is not JSON-serialisable: {error}"
         ) from None
 
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # e.g. a file of that name, or no permission
+        raise ModelPackageError(
+            f"{directory}: cannot create the model directory ({error})"
+        ) from None
     # Work on a CPU copy in eval mode so the caller's model (maybe mid-training) is untouched.
     export_model = copy.deepcopy(model).cpu().eval()
     state = {name: tensor.contiguous() for name, tensor in export_model.state_dict().items()}
@@ -158,19 +163,19 @@ def save_model_package(
     staged: list[tuple[Path, Path]] = []
     try:
         weights_tmp = _temp_path(directory, WEIGHTS_FILE)
-        save_file(state, str(weights_tmp), metadata={"format_version": str(FORMAT_VERSION)})
         staged.append((weights_tmp, directory / WEIGHTS_FILE))
+        save_file(state, str(weights_tmp), metadata={"format_version": str(FORMAT_VERSION)})
         if export_onnx:
             onnx_tmp = _temp_path(directory, ONNX_FILE)
             staged.append((onnx_tmp, directory / ONNX_FILE))
             export_onnx_model(export_model, onnx_tmp, example_frames=window_frames)
             verify_onnx_model(export_model, onnx_tmp, frames=(window_frames, window_frames + 137))
         card_tmp = _temp_path(directory, MODEL_CARD_FILE)
-        card_tmp.write_text(model_card or _default_model_card(metadata), encoding="utf-8")
         staged.append((card_tmp, directory / MODEL_CARD_FILE))
+        card_tmp.write_text(model_card or _default_model_card(metadata), encoding="utf-8")
         metadata_tmp = _temp_path(directory, METADATA_FILE)
-        metadata_tmp.write_text(metadata_text, encoding="utf-8")
         staged.append((metadata_tmp, directory / METADATA_FILE))
+        metadata_tmp.write_text(metadata_text, encoding="utf-8")
     except BaseException:
         for temporary, _ in staged:
             temporary.unlink(missing_ok=True)
@@ -364,6 +369,8 @@ def _check_labels(labels: Any, num_classes: int, where: str) -> tuple[str, ...]:
 def _temp_path(directory: Path, final_name: str) -> Path:
     handle, name = tempfile.mkstemp(dir=directory, prefix=f".{final_name}.", suffix=".tmp")
     os.close(handle)
+    # mkstemp makes the file private (0600); a model is read by other users and services.
+    os.chmod(name, 0o644)
     return Path(name)
 
 

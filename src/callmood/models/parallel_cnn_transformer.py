@@ -52,19 +52,37 @@ class ModelConfig:
     attention_pooling: bool = False  # learned weights over time instead of the plain mean
 
     def __post_init__(self) -> None:
-        self.cnn_channels = tuple(self.cnn_channels)
         problems = []
-        if self.num_features < 32:
-            problems.append(f"num_features must be >= 32 (CNN pools 32x), got {self.num_features}")
-        if self.num_features % self.transformer_heads:
+        positive_integers = {
+            "num_features": 32,  # the CNN pools the feature axis 32x
+            "num_classes": 2,
+            "transformer_time_pool": 1,
+            "transformer_layers": 1,
+            "transformer_heads": 1,
+            "transformer_feedforward": 1,
+        }
+        for name, minimum in positive_integers.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                problems.append(f"{name} must be an integer >= {minimum}, got {value!r}")
+        channels = self.cnn_channels
+        if not (
+            isinstance(channels, list | tuple)
+            and len(channels) == 3
+            and all(isinstance(c, int) and c >= 1 for c in channels)
+        ):
+            problems.append(f"cnn_channels must be 3 positive integers, got {channels!r}")
+        else:
+            self.cnn_channels = tuple(channels)
+        for name in ("cnn_dropout", "transformer_dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 <= value < 1:
+                problems.append(f"{name} must be in [0, 1), got {value!r}")
+        if not problems and self.num_features % self.transformer_heads:
             problems.append(
                 f"num_features={self.num_features} must be divisible by "
                 f"transformer_heads={self.transformer_heads}"
             )
-        if self.num_classes < 2:
-            problems.append(f"num_classes must be >= 2, got {self.num_classes}")
-        if len(self.cnn_channels) != 3:
-            problems.append(f"cnn_channels must have 3 entries, got {self.cnn_channels}")
         if self.cnn_time_pool not in CNN_TIME_POOLS:
             problems.append(
                 f"cnn_time_pool must be one of {CNN_TIME_POOLS}, got {self.cnn_time_pool!r}"
@@ -74,8 +92,10 @@ class ModelConfig:
                 f"positional_encoding must be one of {POSITIONAL_ENCODINGS}, "
                 f"got {self.positional_encoding!r}"
             )
-        if self.transformer_time_pool < 1:
-            problems.append(f"transformer_time_pool must be >= 1, got {self.transformer_time_pool}")
+        if not isinstance(self.attention_pooling, bool):
+            problems.append(
+                f"attention_pooling must be true or false, got {self.attention_pooling!r}"
+            )
         if problems:
             raise ModelInputError("invalid model config: " + "; ".join(problems))
 

@@ -35,6 +35,7 @@ from callmood.store import (
     mark_job_failed,
     mark_job_running,
     new_id,
+    referenced_audio_paths,
     save_call_result,
     session_scope,
     unfinished_jobs,
@@ -179,9 +180,7 @@ class JobRunner:
     def start(self) -> None:
         """Start the worker threads and re-queue jobs a previous run left unfinished."""
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="callmood-job")
-        # Uploads cut off by a crash or kill of the server mid-request.
-        for partial in (self.audio_dir / INCOMING_SUBDIR).glob(".upload-*"):
-            partial.unlink(missing_ok=True)
+        self._remove_stray_files()
         with session_scope(self.session_factory) as session:
             for job in unfinished_jobs(session):
                 if job.upload_path and (self.audio_dir / job.upload_path).is_file():
@@ -194,6 +193,19 @@ class JobRunner:
                 if resume:
                     logger.info("resuming job %s", job.id)
                     self._submit(job.id)
+
+    def _remove_stray_files(self) -> None:
+        """Delete what a killed server left half-done: uploads cut off mid-request, and
+        kept recordings whose job row was never committed."""
+        for partial in (self.audio_dir / INCOMING_SUBDIR).glob(".upload-*"):
+            partial.unlink(missing_ok=True)
+        with self.session_factory() as session:
+            referenced = referenced_audio_paths(session)
+        for kept in (self.audio_dir / CALLS_SUBDIR).glob("*"):
+            relative = kept.relative_to(self.audio_dir).as_posix()
+            if kept.is_file() and relative not in referenced:
+                logger.warning("removing %s: no call or job refers to it", kept)
+                kept.unlink(missing_ok=True)
 
     def shutdown(self) -> None:
         """Stop taking work; a running analysis finishes, queued jobs wait for the next start."""

@@ -521,6 +521,13 @@ def unfinished_jobs(session: Session) -> list[JobRecord]:
     return list(session.scalars(query))
 
 
+def referenced_audio_paths(session: Session) -> set[str]:
+    """Audio paths (relative to audio_dir) that a stored call or a job refers to."""
+    calls = session.scalars(select(CallRecord.audio_path).where(CallRecord.audio_path.is_not(None)))
+    jobs = session.scalars(select(JobRecord.upload_path).where(JobRecord.upload_path.is_not(None)))
+    return set(calls) | set(jobs)
+
+
 def delete_jobs_older_than(session: Session, older_than: datetime) -> int:
     """Forget finished jobs created before `older_than` (part of retention)."""
     outcome = session.execute(

@@ -109,6 +109,9 @@ def prepare_clip_set(
     keep
         Keep only manifest rows for which this returns True.
     """
+    if config.num_threads:
+        # Before featurising: several threads per process thrash on a shared machine.
+        torch.set_num_threads(config.num_threads)
     rows, labels = map_labels(load_rows(config), config.label_set)
     if keep is not None:
         pairs = [(row, label) for row, label in zip(rows, labels, strict=True) if keep(row)]

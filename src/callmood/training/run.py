@@ -54,6 +54,9 @@ def prepare_clips(
     TrainingDataError
         When no clip has a label in the label set.
     """
+    if config.num_threads:
+        # Before featurising: several threads per process thrash on a shared machine.
+        torch.set_num_threads(config.num_threads)
     classes = config.class_names()
     rows, labels = map_labels(load_rows(config), config.label_set)
     kept = [(row, label) for row, label in zip(rows, labels, strict=True) if label in classes]
