@@ -50,6 +50,7 @@ def test_unweighted_average_recall_ignores_class_imbalance():
     assert metrics.per_class_recall == {"neutral": 1.0, "angry": 0.0}
 
 
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 def test_class_missing_from_a_test_fold_is_left_out_of_ua_like_scikit_learn():
     true = np.array([0, 0, 1, 1])
     predicted = np.array([0, 2, 1, 1])

@@ -172,6 +172,13 @@ def test_odd_byte_count_in_pcm16_is_refused(client, model_available):
     assert "4002 bytes" in message and "4-byte sample frames" in message
 
 
+def test_stop_before_any_audio_stores_no_call(client, model_available):
+    messages = stream_through(client, [])
+    assert messages[-1]["type"] == "summary"
+    assert messages[-1]["stored"] is False and messages[-1]["url"] is None
+    assert client.get("/api/calls", headers=auth()).json()["total"] == 0
+
+
 def test_unknown_message_type_mid_stream_is_refused(client, model_available):
     with client.websocket_connect(f"/api/stream?token={TOKEN}") as websocket:
         websocket.send_text(start_message())

@@ -68,7 +68,7 @@ def test_training_recognises_anger_in_speakers_it_never_heard(emodb_dir, angry_n
     result = train_model(config, clips, np.flatnonzero(~held_out), np.array([], dtype=np.int64))
     metrics = evaluate_clips(result.model, clips, np.flatnonzero(held_out))
 
-    # Chance is 0.5; repeated runs with this seed land at 0.9-1.0.
+    # Chance is 0.5; with seeds 0, 1, 2 this setup gave 0.94, 0.92, 0.90 (margin for threads, BLAS).
     assert metrics.unweighted_average_recall >= 0.8, metrics.to_dict()
     assert result.history[-1].train_loss < result.history[0].train_loss
 
@@ -183,3 +183,15 @@ def test_train_command_writes_a_model_package_with_curve_and_metrics(emodb_dir, 
     assert training["num_train_clips"] + training["num_validation_clips"] == training["num_clips"]
     assert package.metadata["name"] == "tiny-test-model"
     assert Path(package.directory) == output
+
+
+def test_clips_shorter_than_the_network_minimum_are_still_predicted(emodb_dir):
+    from callmood.training.loop import build_model, predict_clips
+
+    model = build_model(tiny_config(emodb_dir), num_features=40, num_classes=2)
+    short_clip = torch.randn(40, 10)  # 0.1 s: under the network's 32-frame minimum
+
+    logits = predict_clips(model, [short_clip, torch.randn(40, 300)])
+
+    assert logits.shape == (2, 2)
+    assert np.isfinite(logits).all()

@@ -308,9 +308,7 @@ class StreamingAnalyzer:
         if channel.windower is None:  # not analysed: no window will ever need its audio
             keep_from = channel.received
         elif candidate is not None:
-            keep_from = candidate
-            if channel.windower is not None:
-                keep_from = channel.windower.needed_from(candidate)
+            keep_from = channel.windower.needed_from(candidate)
         drop = keep_from - channel.buffer_start
         if drop > 0:
             channel.buffer = channel.buffer[drop:]

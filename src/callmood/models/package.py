@@ -182,6 +182,8 @@ def save_model_package(
         raise
     # model.json goes in last: a directory with it is complete.
     for temporary, final in staged:
+        # Temporary files are private (0600); a model is read by other users and services.
+        os.chmod(temporary, 0o644)
         os.replace(temporary, final)
     if not export_onnx:
         # A stale graph from an earlier save would disagree with the new weights.
@@ -369,8 +371,6 @@ def _check_labels(labels: Any, num_classes: int, where: str) -> tuple[str, ...]:
 def _temp_path(directory: Path, final_name: str) -> Path:
     handle, name = tempfile.mkstemp(dir=directory, prefix=f".{final_name}.", suffix=".tmp")
     os.close(handle)
-    # mkstemp makes the file private (0600); a model is read by other users and services.
-    os.chmod(name, 0o644)
     return Path(name)
 
 

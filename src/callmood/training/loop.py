@@ -8,7 +8,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,6 @@ class TrainingResult:
     validation_metrics: ClassificationMetrics | None = None
     stopped_early: bool = False
     seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 def build_model(config: TrainingConfig, num_features: int, num_classes: int) -> torch.nn.Module:
@@ -92,11 +91,6 @@ def feature_statistics(clips: ClipSet, indices: np.ndarray) -> tuple[torch.Tenso
     return mean.float(), std.float()
 
 
-def set_normalization(model: torch.nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
-    """Store the training-set feature statistics in the model (exported with it to ONNX)."""
-    model.set_normalization(mean, std)
-
-
 def class_weights(counts: np.ndarray) -> torch.Tensor:
     """Inverse-frequency weights, ``N / (classes * count)``: each class weighs the same in total."""
     counts = np.maximum(counts, 1)
@@ -105,9 +99,17 @@ def class_weights(counts: np.ndarray) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_clips(model: torch.nn.Module, features: list[torch.Tensor]) -> np.ndarray:
-    """Logits of each whole clip, shape (N, classes); clips run one by one (no padding)."""
+    """Logits of each whole clip, shape (N, classes); clips run one by one (no padding).
+
+    Clips shorter than the network's minimum (0.32 s) are tiled up to it.
+    """
     model.eval()
-    logits = [model(clip[None])[0] for clip in features]
+    min_frames = model.config.min_frames
+    logits = []
+    for clip in features:
+        if clip.shape[1] < min_frames:
+            clip = clip.repeat(1, -(-min_frames // clip.shape[1]))
+        logits.append(model(clip[None])[0])
     return torch.stack(logits).numpy() if logits else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -252,8 +254,8 @@ def train_model(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = build_model(config, clips.features[0].shape[0], len(clips.classes))
-    mean, std = feature_statistics(clips, train_indices)
-    set_normalization(model, mean, std)
+    # The statistics live in the model as buffers, so the ONNX export normalises too.
+    model.set_normalization(*feature_statistics(clips, train_indices))
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=config.optimizer.learning_rate,

@@ -43,8 +43,8 @@ START_TIMEOUT_SECONDS = 10.0
 MAX_STREAM_SECONDS = 4 * 3600.0
 
 # Close codes (RFC 6455): 1003 = a kind of message this endpoint cannot take (binary before
-# start, text where audio was expected); 1008 = a message that breaks the protocol (bad JSON,
-# bad start fields, misaligned audio, bad token); 1009 = frame too large.
+# start); 1008 = a message that breaks the protocol (bad JSON, bad start fields, misaligned
+# audio, bad token); 1009 = frame too large; 1011 = the server cannot analyse or store.
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
@@ -353,11 +353,11 @@ class _Session:
     async def conclude(self, *, partial_reason: str | None) -> dict[str, Any] | None:
         """Finish the analysis and store the call; returns the summary message.
 
-        A stream that ended without stop (`partial_reason`) is stored marked partial,
-        or not at all when no audio arrived.
+        A stream that ended without stop (`partial_reason`) is stored marked partial.
+        A stream without any audio stores nothing (returns None).
         """
         await self.drain()
-        if partial_reason is not None and self.decoder.frames_received == 0:
+        if self.decoder.frames_received == 0:
             await self.in_thread(self.recording.discard)
             return None
         await self.push(await self.in_thread(self.analyzer.close))
@@ -473,10 +473,25 @@ async def stream_call(websocket: WebSocket) -> None:
             StreamProtocolError(f"the call could not be stored: {error}", CLOSE_SERVER_ERROR),
         )
         return
-    if partial_reason is None and summary is not None:
-        await session.send(summary)
+    if partial_reason is None:
+        await session.send(summary or _empty_summary(session))
         with contextlib.suppress(Exception):
             await websocket.close(code=CLOSE_NORMAL)
+
+
+def _empty_summary(session: _Session) -> dict[str, Any]:
+    # stop before any audio: there is no call to store.
+    return {
+        "type": "summary",
+        "call_id": session.call_id,
+        "url": None,
+        "stored": False,
+        "partial": False,
+        "duration_seconds": 0.0,
+        "alert_count": 0,
+        "scores": {},
+        "alerts": [],
+    }
 
 
 def _check_authorised(websocket: WebSocket) -> None:

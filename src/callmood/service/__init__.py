@@ -1,0 +1,1 @@
+"""The web service: FastAPI app, routes, dashboard pages, jobs and webhooks."""
