@@ -7,9 +7,11 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from callmood.audio import AudioError, EmptyAudioError, NotAudioError, audio_info, load_audio
 from callmood.errors import CallmoodError
+from callmood.manifest import ManifestRow
 
 # Called as progress(done, total) while clips are read, for the CLI's progress bar.
 ProgressCallback = Callable[[int, int], None]
@@ -133,6 +135,43 @@ def keep_first(candidates: list[Candidate], title: str) -> list[Candidate]:
     if repeated:
         warn(title, f"ignored {len(repeated)} second copies of clips", repeated)
     return list(seen.values())
+
+
+def rows_from_candidates(
+    candidates: list[Candidate],
+    *,
+    corpus: str,
+    title: str,
+    progress: ProgressCallback | None,
+    describe: Callable[[Candidate], dict[str, Any]],
+) -> list[ManifestRow]:
+    """One manifest row per clip: first copies only, and only clips whose audio can be read.
+
+    `describe` gives a clip's own fields: ``speaker``, ``gender``, ``label``,
+    ``original_label`` and ``language``, and where they differ from the defaults ``group``
+    (the speaker) and ``valence``, ``arousal``, ``dominance`` (None). Id, path, duration
+    and sample rate come from the candidate and its audio.
+    """
+    candidates = keep_first(candidates, title)
+    infos = read_clip_infos((c.path for c in candidates), title=title, progress=progress)
+    rows = []
+    for candidate in candidates:
+        info = infos.get(candidate.path)
+        if info is None:
+            continue
+        own = describe(candidate)
+        fields = {"group": own["speaker"], "valence": None, "arousal": None, "dominance": None}
+        rows.append(
+            ManifestRow(
+                id=candidate.clip_id,
+                corpus=corpus,
+                path=str(candidate.path),
+                duration_seconds=info.duration_seconds,
+                sample_rate=info.sample_rate,
+                **(fields | own),
+            )
+        )
+    return rows
 
 
 def no_clips_error(title: str, folder: Path, expected: str) -> CorpusError:

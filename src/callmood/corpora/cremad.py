@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
+from typing import Any
 
 from callmood.corpora._common import (
     Candidate,
@@ -24,9 +25,8 @@ from callmood.corpora._common import (
     ProgressCallback,
     corpus_folder,
     iter_files,
-    keep_first,
     no_clips_error,
-    read_clip_infos,
+    rows_from_candidates,
     stem_of,
 )
 from callmood.labels import CORPUS_LABEL_MAPS, from_corpus_label
@@ -76,36 +76,28 @@ def prepare_cremad(
         fields = _parse_file_name(stem_of(path))
         if fields is not None:
             candidates.append(Candidate(f"{CORPUS}:{stem_of(path)}", path, fields))
-    candidates = keep_first(candidates, TITLE)
-    infos = read_clip_infos((c.path for c in candidates), title=TITLE, progress=progress)
-    rows = []
-    for candidate in candidates:
-        info = infos.get(candidate.path)
-        if info is None:
-            continue
-        fields = candidate.fields
-        speaker = f"{CORPUS}:{fields['actor']}"
-        rows.append(
-            ManifestRow(
-                id=candidate.clip_id,
-                corpus=CORPUS,
-                path=str(candidate.path),
-                speaker=speaker,
-                gender=genders.get(fields["actor"]),
-                group=speaker,
-                label=from_corpus_label(CORPUS, fields["emotion"]),
-                original_label=fields["emotion"],
-                valence=None,
-                arousal=None,
-                dominance=None,
-                duration_seconds=info.duration_seconds,
-                sample_rate=info.sample_rate,
-                language=LANGUAGE,
-            )
-        )
+    rows = rows_from_candidates(
+        candidates,
+        corpus=CORPUS,
+        title=TITLE,
+        progress=progress,
+        describe=lambda candidate: _describe(candidate.fields, genders),
+    )
     if not rows:
         raise no_clips_error(TITLE, folder, "AudioWAV/1001_DFA_ANG_XX.wav-style clips")
     return rows
+
+
+def _describe(fields: dict[str, str], genders: dict[str, str]) -> dict[str, Any]:
+    """A clip's speaker and labels; its gender where the demographics file gives it."""
+    speaker = f"{CORPUS}:{fields['actor']}"
+    return {
+        "speaker": speaker,
+        "gender": genders.get(fields["actor"]),
+        "label": from_corpus_label(CORPUS, fields["emotion"]),
+        "original_label": fields["emotion"],
+        "language": LANGUAGE,
+    }
 
 
 def _read_genders(path: Path) -> dict[str, str]:

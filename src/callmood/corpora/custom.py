@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 from callmood.corpora._common import (
     Candidate,
@@ -19,9 +20,8 @@ from callmood.corpora._common import (
     ProgressCallback,
     corpus_folder,
     iter_files,
-    keep_first,
     no_clips_error,
-    read_clip_infos,
+    rows_from_candidates,
     stem_of,
     warn,
 )
@@ -74,36 +74,24 @@ def prepare_custom(
     else:
         root = corpus_folder(source, TITLE)
         candidates = _candidates_from_folders(root, language)
-    candidates = keep_first(candidates, TITLE)
-    infos = read_clip_infos((c.path for c in candidates), title=TITLE, progress=progress)
-    rows = []
-    for candidate in candidates:
-        info = infos.get(candidate.path)
-        if info is None:
-            continue
-        fields = candidate.fields
-        speaker = f"{CORPUS}:{fields['speaker'] or UNKNOWN_SPEAKER}"
-        rows.append(
-            ManifestRow(
-                id=candidate.clip_id,
-                corpus=CORPUS,
-                path=str(candidate.path),
-                speaker=speaker,
-                gender=fields["gender"] or None,
-                group=speaker,
-                label=fields["label"],
-                original_label=fields["original_label"],
-                valence=None,
-                arousal=None,
-                dominance=None,
-                duration_seconds=info.duration_seconds,
-                sample_rate=info.sample_rate,
-                language=fields["language"],
-            )
-        )
+    rows = rows_from_candidates(
+        candidates, corpus=CORPUS, title=TITLE, progress=progress, describe=_describe
+    )
     if not rows:
         raise no_clips_error(TITLE, root, "<label>/<clip> audio files or a CSV with path,label")
     return rows
+
+
+def _describe(candidate: Candidate) -> dict[str, Any]:
+    """A clip's speaker (``unknown`` when not given), gender, labels and language."""
+    fields = candidate.fields
+    return {
+        "speaker": f"{CORPUS}:{fields['speaker'] or UNKNOWN_SPEAKER}",
+        "gender": fields["gender"] or None,
+        "label": fields["label"],
+        "original_label": fields["original_label"],
+        "language": fields["language"],
+    }
 
 
 def _candidates_from_folders(root: Path, language: str) -> list[Candidate]:

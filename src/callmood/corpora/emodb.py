@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from callmood.corpora._common import (
     Candidate,
@@ -23,9 +24,8 @@ from callmood.corpora._common import (
     ProgressCallback,
     corpus_folder,
     iter_files,
-    keep_first,
     no_clips_error,
-    read_clip_infos,
+    rows_from_candidates,
     stem_of,
     warn,
 )
@@ -114,33 +114,9 @@ def prepare_emodb(
         candidates.append(Candidate(f"{CORPUS}:{stem_of(path)}", path, fields))
     if unrated:
         warn(TITLE, f"left out {len(unrated)} clips that {RECOGNITION_FILE} does not rate", unrated)
-    candidates = keep_first(candidates, TITLE)
-    infos = read_clip_infos((c.path for c in candidates), title=TITLE, progress=progress)
-    rows = []
-    for candidate in candidates:
-        info = infos.get(candidate.path)
-        if info is None:
-            continue
-        fields = candidate.fields
-        speaker = f"{CORPUS}:{fields['speaker']}"
-        rows.append(
-            ManifestRow(
-                id=candidate.clip_id,
-                corpus=CORPUS,
-                path=str(candidate.path),
-                speaker=speaker,
-                gender=SPEAKER_GENDERS[fields["speaker"]],
-                group=speaker,
-                label=from_corpus_label(CORPUS, fields["emotion"]),
-                original_label=fields["emotion"],
-                valence=None,
-                arousal=None,
-                dominance=None,
-                duration_seconds=info.duration_seconds,
-                sample_rate=info.sample_rate,
-                language=LANGUAGE,
-            )
-        )
+    rows = rows_from_candidates(
+        candidates, corpus=CORPUS, title=TITLE, progress=progress, describe=_describe
+    )
     if not rows:
         if recognition is not None:
             raise CorpusError(
@@ -148,6 +124,18 @@ def prepare_emodb(
             )
         raise no_clips_error(TITLE, folder, "wav/03a01Fa.wav-style clips")
     return rows
+
+
+def _describe(candidate: Candidate) -> dict[str, Any]:
+    """A clip's speaker, with the gender the EmoDB documentation gives, and labels."""
+    fields = candidate.fields
+    return {
+        "speaker": f"{CORPUS}:{fields['speaker']}",
+        "gender": SPEAKER_GENDERS[fields["speaker"]],
+        "label": from_corpus_label(CORPUS, fields["emotion"]),
+        "original_label": fields["emotion"],
+        "language": LANGUAGE,
+    }
 
 
 def read_recognition_rates(path: Path) -> dict[str, float]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
+from typing import Any
 
 from callmood.corpora._common import (
     Candidate,
@@ -36,9 +37,8 @@ from callmood.corpora._common import (
     ProgressCallback,
     corpus_folder,
     iter_files,
-    keep_first,
     no_clips_error,
-    read_clip_infos,
+    rows_from_candidates,
     stem_of,
     warn,
 )
@@ -148,7 +148,9 @@ def _prepare_from_release(
             f"{len(missing)} labelled utterances have no audio under SessionN/sentences/wav",
             missing,
         )
-    rows = _rows(keep_first(candidates, TITLE), progress)
+    rows = rows_from_candidates(
+        candidates, corpus=CORPUS, title=TITLE, progress=progress, describe=_describe
+    )
     if not rows:
         raise no_clips_error(TITLE, folder, "SessionN/sentences/wav/<dialog>/<utterance>.wav")
     return rows
@@ -223,7 +225,9 @@ def _prepare_from_csv(csv_path: Path, progress: ProgressCallback | None) -> list
         warn(
             TITLE, f"{len(missing_audio)} rows of {csv_path.name} have no audio file", missing_audio
         )
-    rows = _rows(keep_first(candidates, TITLE), progress)
+    rows = rows_from_candidates(
+        candidates, corpus=CORPUS, title=TITLE, progress=progress, describe=_describe
+    )
     if not rows:
         raise no_clips_error(TITLE, base, f"the audio files that {csv_path.name} lists")
     return rows
@@ -238,36 +242,23 @@ def _resolve_audio(relative: str, base: Path) -> Path | None:
     return None
 
 
-def _rows(candidates: list[Candidate], progress: ProgressCallback | None) -> list[ManifestRow]:
-    infos = read_clip_infos((c.path for c in candidates), title=TITLE, progress=progress)
-    rows = []
-    for candidate in candidates:
-        info = infos.get(candidate.path)
-        if info is None:
-            continue
-        utterance = candidate.clip_id.split(":", 1)[1]
-        match = _UTTERANCE.match(utterance)
-        assert match is not None  # candidates were filtered by the same pattern
-        fields = candidate.fields
-        rows.append(
-            ManifestRow(
-                id=candidate.clip_id,
-                corpus=CORPUS,
-                path=str(candidate.path),
-                speaker=f"{CORPUS}:Ses{match['session']}{match['speaker']}",
-                gender=_GENDERS[match["speaker"]],
-                group=f"Session{int(match['session'])}",
-                label=from_corpus_label(CORPUS, fields["code"]),
-                original_label=fields["code"],
-                valence=_optional_float(fields["valence"]),
-                arousal=_optional_float(fields["arousal"]),
-                dominance=_optional_float(fields["dominance"]),
-                duration_seconds=info.duration_seconds,
-                sample_rate=info.sample_rate,
-                language=LANGUAGE,
-            )
-        )
-    return rows
+def _describe(candidate: Candidate) -> dict[str, Any]:
+    """An utterance's speaker and session, named in its id, with its label and ratings."""
+    utterance = candidate.clip_id.split(":", 1)[1]
+    match = _UTTERANCE.match(utterance)
+    assert match is not None  # candidates were filtered by the same pattern
+    fields = candidate.fields
+    return {
+        "speaker": f"{CORPUS}:Ses{match['session']}{match['speaker']}",
+        "gender": _GENDERS[match["speaker"]],
+        "group": f"Session{int(match['session'])}",
+        "label": from_corpus_label(CORPUS, fields["code"]),
+        "original_label": fields["code"],
+        "valence": _optional_float(fields["valence"]),
+        "arousal": _optional_float(fields["arousal"]),
+        "dominance": _optional_float(fields["dominance"]),
+        "language": LANGUAGE,
+    }
 
 
 def _optional_float(text: str) -> float | None:

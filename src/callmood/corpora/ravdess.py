@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from callmood.corpora._common import (
     Candidate,
     ProgressCallback,
     corpus_folder,
     iter_files,
-    keep_first,
     no_clips_error,
-    read_clip_infos,
+    rows_from_candidates,
     stem_of,
 )
 from callmood.labels import CORPUS_LABEL_MAPS, from_corpus_label
@@ -73,37 +73,24 @@ def prepare_ravdess(
         fields = _parse_file_name(stem_of(path))
         if fields is not None:
             candidates.append(Candidate(f"{CORPUS}:{stem_of(path)}", path, fields))
-    candidates = keep_first(candidates, TITLE)
-    infos = read_clip_infos((c.path for c in candidates), title=TITLE, progress=progress)
-    rows = []
-    for candidate in candidates:
-        info = infos.get(candidate.path)
-        if info is None:
-            continue
-        fields = candidate.fields
-        actor = int(fields["actor"])
-        speaker = f"{CORPUS}:{fields['actor']}"
-        rows.append(
-            ManifestRow(
-                id=candidate.clip_id,
-                corpus=CORPUS,
-                path=str(candidate.path),
-                speaker=speaker,
-                gender="male" if actor % 2 == 1 else "female",
-                group=speaker,
-                label=from_corpus_label(CORPUS, fields["emotion"]),
-                original_label=fields["emotion"],
-                valence=None,
-                arousal=None,
-                dominance=None,
-                duration_seconds=info.duration_seconds,
-                sample_rate=info.sample_rate,
-                language=LANGUAGE,
-            )
-        )
+    rows = rows_from_candidates(
+        candidates, corpus=CORPUS, title=TITLE, progress=progress, describe=_describe
+    )
     if not rows:
         raise no_clips_error(TITLE, folder, "Actor_NN/03-01-EE-II-SS-RR-AA.wav speech clips")
     return rows
+
+
+def _describe(candidate: Candidate) -> dict[str, Any]:
+    """A clip's speaker and labels; odd-numbered actors are male."""
+    fields = candidate.fields
+    return {
+        "speaker": f"{CORPUS}:{fields['actor']}",
+        "gender": "male" if int(fields["actor"]) % 2 == 1 else "female",
+        "label": from_corpus_label(CORPUS, fields["emotion"]),
+        "original_label": fields["emotion"],
+        "language": LANGUAGE,
+    }
 
 
 def _parse_file_name(stem: str) -> dict[str, str] | None:

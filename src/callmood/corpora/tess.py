@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from callmood.corpora._common import (
     Candidate,
     ProgressCallback,
     corpus_folder,
     iter_files,
-    keep_first,
     no_clips_error,
-    read_clip_infos,
+    rows_from_candidates,
     stem_of,
 )
 from callmood.labels import CORPUS_LABEL_MAPS, from_corpus_label
@@ -70,36 +70,24 @@ def prepare_tess(
         if fields is not None:
             clip_name = f"{fields['speaker']}_{fields['word']}_{fields['emotion']}"
             candidates.append(Candidate(f"{CORPUS}:{clip_name}", path, fields))
-    candidates = keep_first(candidates, TITLE)
-    infos = read_clip_infos((c.path for c in candidates), title=TITLE, progress=progress)
-    rows = []
-    for candidate in candidates:
-        info = infos.get(candidate.path)
-        if info is None:
-            continue
-        fields = candidate.fields
-        speaker = f"{CORPUS}:{fields['speaker']}"
-        rows.append(
-            ManifestRow(
-                id=candidate.clip_id,
-                corpus=CORPUS,
-                path=str(candidate.path),
-                speaker=speaker,
-                gender=GENDER,
-                group=speaker,
-                label=from_corpus_label(CORPUS, fields["emotion"]),
-                original_label=fields["emotion"],
-                valence=None,
-                arousal=None,
-                dominance=None,
-                duration_seconds=info.duration_seconds,
-                sample_rate=info.sample_rate,
-                language=LANGUAGE,
-            )
-        )
+    rows = rows_from_candidates(
+        candidates, corpus=CORPUS, title=TITLE, progress=progress, describe=_describe
+    )
     if not rows:
         raise no_clips_error(TITLE, folder, "OAF_back_angry.wav-style clips")
     return rows
+
+
+def _describe(candidate: Candidate) -> dict[str, Any]:
+    """A clip's speaker and labels; both TESS speakers are female."""
+    fields = candidate.fields
+    return {
+        "speaker": f"{CORPUS}:{fields['speaker']}",
+        "gender": GENDER,
+        "label": from_corpus_label(CORPUS, fields["emotion"]),
+        "original_label": fields["emotion"],
+        "language": LANGUAGE,
+    }
 
 
 def _parse_file_name(stem: str) -> dict[str, str] | None:
