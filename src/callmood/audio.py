@@ -725,7 +725,9 @@ def _resampled_blocks(
     decoded = 0
     try:
         for block in decoder.blocks(input_block):
-            block = np.ascontiguousarray(block[:, selected])
+            if selected != list(range(block.shape[1])):
+                block = block[:, selected]  # a copy, and not C-contiguous
+            block = np.ascontiguousarray(block)
             _check_finite(audio_source, block, decoded, decoder.sample_rate)
             decoded += len(block)
             if stream is not None:
@@ -751,7 +753,10 @@ def _resampled_blocks(
 
 def _to_channels_first(frames: np.ndarray) -> np.ndarray:
     """(frames, channels) -> contiguous float32 (channels, frames) clipped to [-1, 1]."""
-    return np.ascontiguousarray(np.clip(frames.T, -1.0, 1.0), dtype=np.float32)
+    # One transposing copy, then clip in place (clipping the transposed view first
+    # would make a Fortran-ordered array that needs a second copy).
+    out = np.array(frames.T, dtype=np.float32, order="C")
+    return np.clip(out, -1.0, 1.0, out=out)
 
 
 # -------------------------------------------------------------------------- checks

@@ -192,16 +192,29 @@ class VoiceActivityDetector:
         return self._track(self.label_frames(frames, ready))
 
     def _track(self, speech: np.ndarray) -> list[tuple[int, int]]:
+        # Frame by frame, a candidate closes at the first non-speech frame at least
+        # max_gap frames (and at least one) after its last speech frame. So only runs
+        # of speech frames matter: one whose next speech frame is further than that
+        # closes the candidate in between.
+        gap = max(self._max_gap_frames, 1)
+        first = self._frame_index
+        self._frame_index += len(speech)
+        indices = np.flatnonzero(speech) + first
         finished = []
-        for is_speech in speech:
-            i = self._frame_index
-            self._frame_index += 1
-            if is_speech:
-                if self._start is None:
-                    self._start = i
-                self._last_speech = i
-            elif self._start is not None and i - self._last_speech >= self._max_gap_frames:
+        if len(indices):
+            if self._start is not None and indices[0] - self._last_speech > gap:
                 finished.extend(self._close())
+            breaks = np.flatnonzero(np.diff(indices) > gap)
+            run_starts = [0, *(breaks + 1).tolist()]
+            run_ends = [*breaks.tolist(), len(indices) - 1]
+            for run, (begin, end) in enumerate(zip(run_starts, run_ends, strict=True)):
+                if self._start is None:
+                    self._start = int(indices[begin])
+                self._last_speech = int(indices[end])
+                if run < len(breaks):
+                    finished.extend(self._close())
+        if self._start is not None and self._frame_index - 1 - self._last_speech >= gap:
+            finished.extend(self._close())
         return finished
 
     def _close(self) -> list[tuple[int, int]]:
