@@ -5,8 +5,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import threading
+import time
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -302,6 +306,78 @@ def test_call_list_filters_and_pages(client):
     assert bad.status_code == 422
 
 
+def _store_backdated_calls(client, count: int, *, with_alerts_every: int = 2) -> list[str]:
+    """`count` calls stored a minute apart (so the order is certain); newest first ids."""
+    now = datetime.now(UTC)
+    ids = []
+    for index in range(count):
+        alerting = index % with_alerts_every == 0
+        call_id = f"call-{index:03d}"
+        store_result(
+            client,
+            make_call_result(call_id, alert_rules=("angry_customer",) if alerting else ()),
+            created_at=now - timedelta(minutes=index + 1),
+        )
+        ids.append(call_id)
+    return ids
+
+
+def _follow_pages(client, first: str) -> list[dict]:
+    pages, link = [], first
+    while link is not None:
+        response = client.get(link, headers=AUTH)
+        assert response.status_code == 200, response.text
+        pages.append(response.json())
+        link = pages[-1]["next"]
+        assert len(pages) < 50, "the next links never end"
+    return pages
+
+
+def test_call_list_pages_through_every_call_with_next_links(client):
+    expected = _store_backdated_calls(client, 8)
+    pages = _follow_pages(client, "/api/calls?limit=3")
+    assert [len(page["items"]) for page in pages] == [3, 3, 2]
+    assert [call["id"] for page in pages for call in page["items"]] == expected
+    assert [page["offset"] for page in pages] == [0, 3, 6]
+    assert [page["next_offset"] for page in pages] == [3, 6, None]
+    assert all(page["total"] == 8 and page["limit"] == 3 for page in pages)
+    assert pages[1]["next"] == "/api/calls?limit=3&offset=6"
+    assert [page["previous"] for page in pages] == [None, "/api/calls?limit=3", pages[0]["next"]]
+    # Past the end: nothing on the page, and the way back leads to the last page with calls.
+    beyond = client.get("/api/calls", headers=AUTH, params={"limit": 3, "offset": 30}).json()
+    assert beyond["items"] == [] and beyond["next"] is None
+    assert beyond["previous"] == "/api/calls?limit=3&offset=6"
+    default = client.get("/api/calls", headers=AUTH).json()
+    assert default["limit"] == 50 and default["next"] is None and len(default["items"]) == 8
+
+
+def test_call_list_paging_keeps_the_filters(client):
+    expected = _store_backdated_calls(client, 9, with_alerts_every=2)
+    alerting = [call_id for index, call_id in enumerate(expected) if index % 2 == 0]
+    pages = _follow_pages(client, "/api/calls?has_alerts=true&dominant_emotion=angry&limit=2")
+    assert [call["id"] for page in pages for call in page["items"]] == alerting
+    assert all("has_alerts=true" in page["next"] for page in pages[:-1])
+    assert all(page["total"] == len(alerting) for page in pages)
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"limit": "lots"}, "'limit'"),
+        ({"limit": 0}, "'limit'"),
+        ({"limit": 501}, "'limit'"),
+        ({"offset": -1}, "'offset'"),
+        ({"offset": "1.5"}, "'offset'"),
+        ({"has_alerts": "maybe"}, "'has_alerts'"),
+    ],
+)
+def test_bad_paging_parameters_are_422_naming_the_parameter(client, params, named):
+    response = client.get("/api/calls", headers=AUTH, params=params)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and named in detail and "query parameter" in detail
+
+
 def test_unknown_ids_are_404_everywhere(client):
     for path in [
         "/api/calls/nope",
@@ -381,6 +457,12 @@ def test_openapi_document_describes_every_route_and_the_upload_form(client):
     upload_form = document["paths"]["/api/calls"]["post"]["requestBody"]["content"]
     fields = upload_form["multipart/form-data"]["schema"]["properties"]
     assert {"file", "customer_channel", "analyze_agent", "tags"} <= set(fields)
+    # 422s are documented as sent: one `detail` string.
+    invalid = document["components"]["schemas"]["HTTPValidationError"]
+    assert invalid["properties"]["detail"]["type"] == "string"
+    assert {"next", "next_offset", "total"} <= set(
+        document["components"]["schemas"]["CallPage"]["required"]
+    )
 
 
 def test_model_endpoint_describes_the_loaded_model(client, model_dir):
@@ -473,3 +555,125 @@ def test_jobs_left_by_a_stopped_server_are_resumed_on_start(
         assert failed["state"] == "failed" and "lost" in failed["error"]
     assert not cut_off.exists() and not unqueued.exists()
     assert kept.exists()  # the resumed call's recording stays
+
+
+# ---------------------------------------------------------------------------- retention
+
+
+def _backdated_call_with_audio(client, call_id: str, days_ago: float) -> Path:
+    audio = client.app.state.settings.resolved_audio_dir / "calls" / f"{call_id}.flac"
+    audio.parent.mkdir(parents=True, exist_ok=True)
+    audio.write_bytes(b"fLaC" + call_id.encode())
+    store_result(
+        client,
+        make_call_result(call_id),
+        audio_path=f"calls/{call_id}.flac",
+        audio_media_type="audio/flac",
+        created_at=datetime.now(UTC) - timedelta(days=days_ago),
+    )
+    return audio
+
+
+def _wait_for(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_retention_pass_deletes_expired_calls_with_their_audio(make_client):
+    client = make_client(retention_days=30, retention_interval_minutes=600)
+    retention = client.app.state.retention
+    _wait_for(lambda: retention.runs >= 1)  # the pass at start, on an empty database
+    expired = _backdated_call_with_audio(client, "expired", days_ago=31)
+    kept = _backdated_call_with_audio(client, "kept", days_ago=29)
+    assert client.portal.call(retention.run_once) == 1
+    assert client.get("/api/calls/expired", headers=AUTH).status_code == 404
+    assert client.get("/api/alerts", headers=AUTH).json()["total"] == 1  # "kept"'s only
+    assert not expired.exists() and kept.exists()
+    assert leftover_files(client) == ["calls/kept.flac"]
+    assert client.get("/api/calls/kept/audio", headers=AUTH).status_code == 200
+
+
+def test_lifespan_runs_the_retention_loop_and_stops_it(tmp_path, database_url):  # noqa: F811
+    # A 60 ms interval: the loop itself removes a call that expires while the server runs.
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        auth_token=TOKEN,
+        retention_days=1,
+        retention_interval_minutes=0.001,
+    )
+    app = create_app(settings)
+    retention = app.state.retention
+    assert not retention.running  # only the lifespan starts it
+    with TestClient(app) as client:
+        assert retention.running
+        expired = _backdated_call_with_audio(client, "expired", days_ago=2)
+        _wait_for(lambda: not expired.exists())
+        assert client.get("/api/calls", headers=AUTH).json()["total"] == 0
+        runs = retention.runs
+        _wait_for(lambda: retention.runs > runs)  # it keeps going
+    assert not retention.running
+    runs = retention.runs
+    time.sleep(0.2)
+    assert retention.runs == runs  # stopped for good
+
+
+def test_no_retention_loop_without_retention_days(tmp_path, database_url):  # noqa: F811
+    config = tmp_path / "callmood.yaml"
+    config.write_text("retention_days: null\n", encoding="utf-8")
+    settings = load_settings(
+        config, data_dir=tmp_path / "data", database_url=database_url, auth_token=TOKEN
+    )
+    app = create_app(settings)
+    with TestClient(app) as client:
+        assert app.state.retention is None
+        assert client.get("/api/calls", headers=AUTH).status_code == 200
+
+
+# ---------------------------------------------------------------------------- login throttling
+
+
+def test_repeated_wrong_tokens_get_429_with_retry_after(make_client):
+    client = make_client(login_max_failures=3, login_window_seconds=120)
+    for _ in range(3):
+        assert client.post("/api/auth/login", json={"token": "guess"}).status_code == 401
+    throttled = client.post("/api/auth/login", json={"token": "guess"})
+    assert throttled.status_code == 429
+    assert 0 < int(throttled.headers["Retry-After"]) <= 120
+    assert "too many failed logins" in throttled.json()["detail"]
+    # Even the right token waits: otherwise the 429 would not slow down guessing.
+    right = client.post("/api/auth/login", json={"token": TOKEN})
+    assert right.status_code == 429 and "set-cookie" not in right.headers
+    # The dashboard's form counts against the same client.
+    form = client.post("/login", data={"token": TOKEN}, follow_redirects=False)
+    assert form.status_code == 429 and "Too many failed logins" in form.text
+    assert form.headers["Retry-After"]
+    # API requests with the Bearer token are not login attempts and still work.
+    assert client.get("/api/calls", headers=AUTH).status_code == 200
+
+
+def test_a_successful_login_resets_the_failure_count(make_client):
+    client = make_client(login_max_failures=3)
+    for _ in range(2):
+        assert client.post("/api/auth/login", json={"token": "guess"}).status_code == 401
+    assert client.post("/api/auth/login", json={"token": TOKEN}).status_code == 200
+    for _ in range(2):
+        assert client.post("/api/auth/login", json={"token": "guess"}).status_code == 401
+    assert client.post("/api/auth/login", json={"token": TOKEN}).status_code == 200
+
+
+# ---------------------------------------------------------------------------- /docs offline
+
+
+def test_swagger_ui_is_served_from_the_server_itself(client):
+    assert client.get("/docs").status_code == 401
+    page = client.get("/docs", headers=AUTH)
+    assert page.status_code == 200
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert sources and all(source.startswith("/") for source in sources), sources
+    for source in sources:
+        asset = client.get(source)  # public, like /static
+        assert asset.status_code == 200 and asset.content, source
+    assert "SwaggerUIBundle" in client.get("/docs-assets/swagger-ui-bundle.js").text

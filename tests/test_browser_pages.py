@@ -109,3 +109,20 @@ def test_model_card_is_rendered_as_markdown_without_raw_html(tmp_path):
     assert "<td>0.61</td>" in page
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_too_many_wrong_tokens_show_a_wait_message(client):
+    # The defaults: 5 failures within 5 minutes.
+    for _ in range(5):
+        assert client.post("/login", data={"token": "guess", "next": "/calls"}).status_code == 401
+    response = client.post("/login", data={"token": TOKEN, "next": "/calls"})
+    assert response.status_code == 429
+    assert 0 < int(response.headers["retry-after"]) <= 300
+    assert "Too many failed logins from this address: try again in 5 min." in response.text
+    assert "callmood_session" not in response.headers.get("set-cookie", "")
+
+
+def test_calls_page_ignores_paging_values_it_cannot_read(logged_in):
+    response = logged_in.get("/calls?offset=-4&limit=many")
+    assert response.status_code == 200
+    assert 'id="older"' not in response.text and 'id="newer"' not in response.text

@@ -97,3 +97,26 @@ def test_missing_or_garbled_config_file_is_a_clear_error(tmp_path):
     listing.write_text("- port\n")
     with pytest.raises(SettingsError, match="mapping"):
         load_settings(listing)
+
+
+def test_retention_and_login_throttling_defaults_and_overrides(tmp_path, monkeypatch):
+    settings = load_settings()
+    assert settings.retention_days == 90 and settings.retention_interval_minutes == 60
+    assert (settings.login_max_failures, settings.login_window_seconds) == (5, 300)
+    config = tmp_path / "callmood.yaml"
+    config.write_text("retention_interval_minutes: null\nlogin_window_seconds: 60\n")
+    monkeypatch.setenv("CALLMOOD_LOGIN_MAX_FAILURES", "10")
+    settings = load_settings(config)
+    assert settings.retention_interval_minutes is None
+    assert (settings.login_max_failures, settings.login_window_seconds) == (10, 60)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["retention_interval_minutes: 0", "login_max_failures: 0", "login_window_seconds: -5"],
+)
+def test_retention_and_login_settings_must_be_positive(tmp_path, line):
+    config = tmp_path / "bad.yaml"
+    config.write_text(line + "\n")
+    with pytest.raises(SettingsError, match=line.split(":")[0]):
+        load_settings(config)

@@ -88,7 +88,18 @@ class Settings(BaseSettings):
     retention_days: int | None = Field(
         90,
         ge=1,
-        description="`callmood purge` deletes calls older than this many days; null keeps all.",
+        description=(
+            "Calls older than this many days are deleted (by the server's periodic purge and "
+            "by `callmood purge`); null keeps all."
+        ),
+    )
+    retention_interval_minutes: float | None = Field(
+        60,
+        gt=0,
+        description=(
+            "How often the server purges calls older than retention_days, in minutes; "
+            "null: never (leave it to `callmood purge`)."
+        ),
     )
     auth_token: SecretStr | None = Field(
         None,
@@ -101,6 +112,14 @@ class Settings(BaseSettings):
     )
     session_hours: float = Field(
         12, gt=0, description="How long a dashboard login lasts, in hours."
+    )
+    login_max_failures: int = Field(
+        5,
+        ge=1,
+        description="Failed logins from one client within login_window_seconds before it gets 429.",
+    )
+    login_window_seconds: float = Field(
+        300, gt=0, description="The window over which failed logins are counted, in seconds."
     )
     # NoDecode: the env var is parsed by _split_comma_separated (a comma list or JSON).
     webhook_urls: Annotated[list[str], NoDecode] = Field(

@@ -1,7 +1,7 @@
 """The FastAPI application: routers, static files, error mapping, and the worker lifecycle.
 
 `create_app(settings)` builds everything from the settings (database upgraded,
-token resolved, webhooks and job workers started in the lifespan), so tests and
+token resolved; job workers and the retention purge started in the lifespan), so tests and
 `callmood serve` construct the same app.
 """
 
@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from importlib import resources
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -30,6 +32,8 @@ from callmood.errors import CallmoodError
 from callmood.inference import ModelLoadError
 from callmood.service.deps import require_api_token, resolve_api_token
 from callmood.service.jobs import JobRunner, SharedModel
+from callmood.service.ratelimit import LoginRateLimiter
+from callmood.service.retention import RetentionTask
 from callmood.service.rules_store import RulesStore
 from callmood.service.webhooks import WebhookDispatcher
 from callmood.settings import Settings
@@ -44,6 +48,10 @@ from callmood.store import (
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("static")
+# Swagger UI's own files (JS, CSS, favicon) from the fastapi-offline package, so /docs
+# works on a machine without internet access; served at SWAGGER_ASSETS_URL.
+SWAGGER_ASSETS_DIR = Path(str(resources.files("fastapi_offline") / "static"))
+SWAGGER_ASSETS_URL = "/docs-assets"
 
 
 def error_status(error: CallmoodError) -> int:
@@ -74,16 +82,68 @@ async def _callmood_error_handler(request: Request, error: Exception) -> JSONRes
     return JSONResponse({"detail": str(error)}, status_code=status_code)
 
 
+async def _validation_error_handler(request: Request, error: Exception) -> JSONResponse:
+    # One readable sentence naming each bad input, like every other error of the API,
+    # instead of FastAPI's list of error objects.
+    assert isinstance(error, RequestValidationError)
+    problems = []
+    for item in error.errors():
+        where, *path = [str(part) for part in item.get("loc", ())] or ["request"]
+        name = ".".join(path)
+        place = (
+            f"{where} parameter {name!r}"
+            if where in {"query", "path", "header", "cookie"}
+            else where
+        )
+        if where == "body" and name and not name.isdigit():  # ("body", 0): unparsable body
+            place = f"body field {name!r}"
+        problems.append(f"{place}: {item.get('msg', 'invalid')}")
+    return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+
+
+def _openapi_document(app: FastAPI) -> dict:
+    """The OpenAPI document, with 422 bodies described as they are sent: a `detail` string
+    (see `_validation_error_handler`), not FastAPI's default list of error objects."""
+    if app.openapi_schema is None:
+        schemas = app.openapi().get("components", {}).get("schemas", {})
+        if "HTTPValidationError" in schemas:
+            schemas["HTTPValidationError"] = {
+                "title": "HTTPValidationError",
+                "type": "object",
+                "properties": {
+                    "detail": {
+                        "type": "string",
+                        "title": "Detail",
+                        "description": "Each invalid input named, with what is wrong with it.",
+                    }
+                },
+                "required": ["detail"],
+            }
+            schemas.pop("ValidationError", None)  # only the replaced schema referred to it
+    return app.openapi()
+
+
 def _add_documentation_routes(app: FastAPI) -> None:
     guarded = [Depends(require_api_token)]
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
     def openapi_document() -> JSONResponse:
-        return JSONResponse(app.openapi())
+        return JSONResponse(_openapi_document(app))
 
     @app.get("/docs", include_in_schema=False, dependencies=guarded)
     def interactive_documentation() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="callmood API")
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="callmood API",
+            swagger_js_url=f"{SWAGGER_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{SWAGGER_ASSETS_URL}/favicon.png",
+            # No online validator badge: it would send the document to validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    # Public like /static: Swagger UI's code is no secret; the document it shows is guarded.
+    app.mount(SWAGGER_ASSETS_URL, StaticFiles(directory=SWAGGER_ASSETS_DIR), name="swagger-assets")
 
 
 def create_app(
@@ -92,7 +152,8 @@ def create_app(
     """Build the service for `settings`.
 
     The database schema is upgraded and the API token resolved here, before the app
-    serves anything; the webhook sender and the job workers start with the lifespan.
+    serves anything; the job workers and the periodic retention purge (when
+    `retention_days` and `retention_interval_minutes` are set) run during the lifespan.
 
     Parameters
     ----------
@@ -128,12 +189,27 @@ def create_app(
         workers=settings.workers,
     )
 
+    retention = (
+        RetentionTask(
+            session_factory,
+            settings.resolved_audio_dir,
+            retention_days=settings.retention_days,
+            interval_seconds=settings.retention_interval_minutes * 60,
+        )
+        if settings.retention_days is not None and settings.retention_interval_minutes is not None
+        else None
+    )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         jobs.start()
+        if retention is not None:
+            retention.start()
         try:
             yield
         finally:
+            if retention is not None:
+                await retention.stop()
             jobs.shutdown()
             webhooks.wait_idle(timeout_seconds=5.0)
             webhooks.close()
@@ -160,7 +236,12 @@ def create_app(
     app.state.rules = rules
     app.state.webhooks = webhooks
     app.state.jobs = jobs
+    app.state.retention = retention  # None when the server does not purge by itself
+    app.state.login_limiter = LoginRateLimiter(
+        settings.login_max_failures, settings.login_window_seconds
+    )
     app.add_exception_handler(CallmoodError, _callmood_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_error_handler)
 
     from callmood.service.routes import alerts, auth, calls, models, pages, rules, stream
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import os
 import secrets
 import time
@@ -135,6 +136,35 @@ def is_authenticated(connection: HTTPConnection) -> bool:
     if connection.scope["type"] == "websocket":
         return token_matches(connection.query_params.get("token"), api_token)
     return False
+
+
+# ---------------------------------------------------------------------------- login throttling
+
+
+def _login_client(request: Request) -> str:
+    # The address uvicorn reports (the proxy's X-Forwarded-For when it trusts the proxy).
+    return request.client.host if request.client else "unknown"
+
+
+def login_retry_after(request: Request) -> int | None:
+    """Seconds this client must wait before trying to log in again, or None if it may."""
+    return request.app.state.login_limiter.retry_after(_login_client(request))
+
+
+def record_login_attempt(request: Request, *, success: bool) -> None:
+    """Count a failed login of this client, or forget its failures after a success."""
+    limiter = request.app.state.login_limiter
+    if success:
+        limiter.reset(_login_client(request))
+    else:
+        limiter.record_failure(_login_client(request))
+
+
+def too_many_logins_message(retry_after: int) -> str:
+    """What a throttled client is told (the API's `detail` and the login page's message)."""
+    minutes = math.ceil(retry_after / 60)
+    wait = f"{retry_after} s" if retry_after < 60 else f"{minutes} min"
+    return f"too many failed logins from this address: try again in {wait}"
 
 
 # ---------------------------------------------------------------------------- dependencies

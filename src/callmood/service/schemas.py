@@ -155,12 +155,21 @@ class CallSummary(_Schema):
 
 
 class CallPage(_Schema):
-    """One page of the call list."""
+    """One page of the call list (newest first); follow `next` for older calls."""
 
     items: list[CallSummary]
     total: int = Field(description="Calls matching the filters, on all pages.")
-    offset: int
-    limit: int
+    offset: int = Field(description="Position of the first item in the whole list.")
+    limit: int = Field(description="Most items on a page.")
+    next_offset: int | None = Field(
+        description="`offset` of the next (older) page; null on the last page."
+    )
+    next: str | None = Field(
+        description="Path and query of the next page, with the same filters; null on the last."
+    )
+    previous: str | None = Field(
+        description="Path and query of the previous (newer) page; null on the first."
+    )
 
 
 class SpeakerTimeline(_Schema):

@@ -15,6 +15,7 @@ from callmood import store
 from callmood.results import CallResult
 from callmood.service.deps import get_db, get_settings, require_api_token
 from callmood.service.jobs import INCOMING_SUBDIR
+from callmood.service.paging import link_with_offset, page_offsets
 from callmood.service.schemas import (
     CallPage,
     CallSummary,
@@ -102,6 +103,7 @@ def job_status(job_id: str, session: Session = Depends(get_db)) -> JobStatus:
 
 @router.get("/calls", response_model=CallPage, summary="List and search stored calls")
 def list_calls(
+    request: Request,
     created_from: datetime | None = Query(None, description="Stored at or after (ISO 8601)."),
     created_to: datetime | None = Query(None, description="Stored at or before (ISO 8601)."),
     has_alerts: bool | None = Query(None, description="Only calls with (true) / without alerts."),
@@ -109,11 +111,11 @@ def list_calls(
     min_negativity: float | None = Query(None, ge=0, le=1, description="Negativity 0..1."),
     q: str | None = Query(None, max_length=200, description="Part of the name, or a whole tag."),
     tag: str | None = Query(None, max_length=100, description="Only calls with this tag."),
-    offset: int = Query(0, ge=0),
-    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0, description="Skip this many matching calls (paging)."),
+    limit: int = Query(50, ge=1, le=500, description="Calls per page, at most 500."),
     session: Session = Depends(get_db),
 ) -> CallPage:
-    """Calls newest first, filtered; `total` counts all matches for paging."""
+    """Calls newest first, filtered; `total` counts all matches, `next` links the next page."""
     filters = store.CallFilter(
         created_from=_utc(created_from),
         created_to=_utc(created_to),
@@ -124,11 +126,15 @@ def list_calls(
         tag=tag,
     )
     calls, total = store.list_calls(session, filters, offset=offset, limit=limit)
+    neighbours = page_offsets(offset, limit, total)
     return CallPage(
         items=[CallSummary.from_record(call) for call in calls],
         total=total,
         offset=offset,
         limit=limit,
+        next_offset=neighbours.next,
+        next=link_with_offset(request.url, neighbours.next),
+        previous=link_with_offset(request.url, neighbours.previous),
     )
 
 

@@ -23,6 +23,7 @@ from callmood.labels import EMOTIONS
 from callmood.results import CallResult
 from callmood.service import deps
 from callmood.service.jobs import describe_model
+from callmood.service.paging import link_with_offset, page_offsets
 from callmood.service.routes.stream import PARTIAL_TAG
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
@@ -37,7 +38,8 @@ EXPORT_FORMATS = (
     ("RTTM (speaker segments)", "rttm"),
     ("EmotionML", "emotionml"),
 )
-CALLS_PER_PAGE = 100
+CALLS_PER_PAGE = 50
+MAX_CALLS_PER_PAGE = 500  # as the API's `limit`
 ALERTS_PER_PAGE = 200
 
 
@@ -70,37 +72,51 @@ def _safe_next(target: str | None) -> str:
 # ---------------------------------------------------------------------------- login
 
 
-@router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, next: str | None = Query(None)) -> HTMLResponse:
-    """The login form (the API token is the password)."""
+def _login_form(
+    request: Request, next: str | None, *, status_code: int = 200, error: str | None = None
+) -> HTMLResponse:
     return _render(
         request,
         "login.html",
+        status_code=status_code,
         title="Sign in",
         show_nav=False,
         logged_in=False,
         next=_safe_next(next),
-        error=None,
+        error=error,
         token_hint=str(request.app.state.settings.data_dir / "api_token"),
     )
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str | None = Query(None)) -> HTMLResponse:
+    """The login form (the API token is the password)."""
+    return _login_form(request, next)
 
 
 @router.post("/login", response_model=None)
 def login(
     request: Request, token: str = Form(""), next: str = Form("/calls")
 ) -> HTMLResponse | RedirectResponse:
-    """Check the token; on success set the session cookie and go to `next`."""
-    if not deps.token_matches(token.strip(), request.app.state.api_token):
-        return _render(
+    """Check the token; on success set the session cookie and go to `next`.
+
+    Too many wrong tokens from one address get the form back with 429 and `Retry-After`.
+    """
+    retry_after = deps.login_retry_after(request)
+    if retry_after is not None:
+        page = _login_form(
             request,
-            "login.html",
-            status_code=401,
-            title="Sign in",
-            show_nav=False,
-            logged_in=False,
-            next=_safe_next(next),
-            error="That token is not the server's API token.",
-            token_hint=str(request.app.state.settings.data_dir / "api_token"),
+            next,
+            status_code=429,
+            error=deps.too_many_logins_message(retry_after).capitalize() + ".",
+        )
+        page.headers["Retry-After"] = str(retry_after)
+        return page
+    success = deps.token_matches(token.strip(), request.app.state.api_token)
+    deps.record_login_attempt(request, success=success)
+    if not success:
+        return _login_form(
+            request, next, status_code=401, error="That token is not the server's API token."
         )
     response = RedirectResponse(_safe_next(next), status_code=303)
     deps.set_session_cookie(response, request)
@@ -144,6 +160,15 @@ def _optional_float(value: str | None) -> float | None:
     return min(1.0, max(0.0, number)) if number is not None else None
 
 
+def _page_number(value: str | None, default: int, *, low: int, high: int) -> int:
+    # Like the filters: a paging value that does not parse falls back to the default.
+    try:
+        number = int(value) if value not in (None, "") else default
+    except ValueError:
+        return default
+    return min(high, max(low, number))
+
+
 def _optional_date(value: str | None) -> date | None:
     try:
         return date.fromisoformat(value) if value else None
@@ -160,12 +185,16 @@ def calls_page(
     emotion: str | None = None,
     min_negativity: str | None = None,
     q: str | None = None,
+    offset: str | None = None,
+    limit: str | None = None,
     db: Session = Depends(deps.get_db),
 ) -> HTMLResponse:
-    """The calls list with its filters and the upload drop zone.
+    """The calls list with its filters, Older/Newer page links and the upload drop zone.
 
     Filter values that do not parse are ignored (a bad bookmark shows all calls).
     """
+    start = _page_number(offset, 0, low=0, high=10**9)
+    per_page = _page_number(limit, CALLS_PER_PAGE, low=1, high=MAX_CALLS_PER_PAGE)
     filters = {
         "date_from": _optional_date(date_from),
         "date_to": _optional_date(date_to),
@@ -182,7 +211,8 @@ def calls_page(
         min_negativity=filters["min_negativity"],
         search=filters["q"],
     )
-    records, total = store.list_calls(db, call_filter, limit=CALLS_PER_PAGE)
+    records, total = store.list_calls(db, call_filter, offset=start, limit=per_page)
+    neighbours = page_offsets(start, per_page, total)
     calls = [
         {
             "id": record.id,
@@ -203,6 +233,12 @@ def calls_page(
         active="Calls",
         calls=calls,
         total=total,
+        # A page size from the URL survives filtering; the offset does not (page 1 again).
+        custom_limit=per_page if per_page != CALLS_PER_PAGE else None,
+        first_number=start + 1,
+        last_number=start + len(calls),
+        older_url=link_with_offset(request.url, neighbours.next),
+        newer_url=link_with_offset(request.url, neighbours.previous),
         filters=filters,
         filtered=any(value is not None for value in filters.values()),
         emotions=[emotion for emotion in EMOTIONS if emotion != "unknown"],
