@@ -195,3 +195,69 @@ def test_clips_shorter_than_the_network_minimum_are_still_predicted(emodb_dir):
 
     assert logits.shape == (2, 2)
     assert np.isfinite(logits).all()
+
+
+def test_speaker_normalization_standardises_each_speaker_with_their_own_statistics(emodb_dir):
+    from callmood.training.loop import _BatchMaker
+
+    config = tiny_config(
+        emodb_dir,
+        speaker_normalization=True,
+        augmentation={"waveform_fraction": 1.0, "spec_augment": {"probability": 0.0}},
+    )
+    rows, labels = map_labels(prepare_emodb(emodb_dir), config.label_set)
+    # One male and one female speaker: their raw features differ, so normalising is not a no-op.
+    kept = [
+        (r, label)
+        for r, label in zip(rows, labels, strict=True)
+        if r.speaker in HELD_OUT_SPEAKERS and label in config.classes
+    ]
+    raw = build_clip_set(
+        [k[0] for k in kept],
+        [k[1] for k in kept],
+        config.class_names(),
+        config.feature_config(),
+        keep_waveforms=False,
+    )
+    clips = build_clip_set(
+        [k[0] for k in kept],
+        [k[1] for k in kept],
+        config.class_names(),
+        config.feature_config(),
+        keep_waveforms=True,
+        speaker_normalization=True,
+    )
+
+    raw_means = []
+    for speaker in sorted(HELD_OUT_SPEAKERS):
+        mine = [i for i, row in enumerate(clips.rows) if row.speaker == speaker]
+        frames = torch.cat([clips.features[i] for i in mine], dim=1)
+        assert torch.allclose(frames.mean(1), torch.zeros(40), atol=1e-3)
+        assert torch.allclose(frames.std(1, unbiased=False), torch.ones(40), atol=1e-3)
+        raw_means.append(torch.cat([raw.features[i] for i in mine], dim=1).mean(1))
+    assert (raw_means[0] - raw_means[1]).abs().max() > 1.0
+
+    # Features recomputed from augmented audio get the same speaker statistics.
+    batch = _BatchMaker(config, clips)(np.arange(len(clips)), np.random.default_rng(0))
+    assert batch.mean((0, 2)).abs().max() < 1.0
+    raw_batch_mean = torch.cat(raw.features, dim=1).mean(1)
+    assert raw_batch_mean.abs().max() > 10.0
+
+
+def test_trim_silence_cuts_room_tone_around_the_sentence_but_keeps_all_speech(ravdess_dir):
+    from callmood.training.data import decode_clip, trim_silence
+
+    clip = decode_clip(next(iter(sorted(ravdess_dir.rglob("03-01-05-*.flac")))))  # angry
+    padded = np.concatenate([np.zeros(16000, np.float32), clip, np.zeros(16000, np.float32)])
+
+    trimmed = trim_silence(padded, 16000, top_db=35)
+
+    # RAVDESS sentences sit in ~1 s of room tone on each side; the padding adds 1 s more.
+    assert len(trimmed) < len(clip) - 8000
+    assert len(trimmed) > 16000  # "Kids are talking by the door" lasts well over a second
+    # Every loud sample of the sentence survives.
+    assert np.abs(trimmed).max() == np.abs(clip).max()
+    loud = np.abs(padded) > 0.5 * np.abs(padded).max()
+    assert np.count_nonzero(np.abs(trimmed) > 0.5 * np.abs(padded).max()) == loud.sum()
+    # Silence alone is left as it is rather than cut to nothing.
+    assert len(trim_silence(np.zeros(8000, np.float32), 16000, top_db=35)) == 8000

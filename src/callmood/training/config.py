@@ -146,6 +146,24 @@ class TrainingConfig(_Strict):
         3.0, gt=0, description="analysis window recorded in the model package, seconds"
     )
     class_balance: Literal["weighted_loss", "balanced_sampler", "none"] = "weighted_loss"
+    trim_silence_db: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "cut leading and trailing audio quieter than this many dB below the clip's loudest "
+            "25 ms frame, as call analysis only ever sees voice-active windows "
+            "(None = whole clips)"
+        ),
+    )
+    speaker_normalization: bool = Field(
+        False,
+        description=(
+            "standardise each speaker's features with that speaker's own mean and standard "
+            "deviation over all of their clips, test speakers included (their unlabelled audio; "
+            "a transductive protocol, reported as such). Models trained this way need "
+            "per-speaker statistics at inference and are refused by `callmood analyze`"
+        ),
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
     num_threads: int | None = Field(

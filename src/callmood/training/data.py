@@ -75,6 +75,10 @@ class ClipSet:
     waveforms
         16 kHz mono audio of each clip as float16 (halves memory), or ``None``
         when no waveform augmentation needs it.
+    speaker_statistics
+        With speaker normalisation: the (mean, std) per feature of each clip's
+        speaker, shape (num_features,) each, already applied to `features` and to
+        be applied to features recomputed from augmented audio; otherwise ``None``.
     """
 
     rows: list[ManifestRow]
@@ -85,6 +89,7 @@ class ClipSet:
     features: list[torch.Tensor]
     waveforms: list[np.ndarray] | None
     feature_config: object
+    speaker_statistics: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -102,6 +107,29 @@ def decode_clip(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     return audio.samples.mean(axis=0).astype(np.float32)
 
 
+def trim_silence(
+    waveform: np.ndarray, sample_rate: int, top_db: float, margin_seconds: float = 0.1
+) -> np.ndarray:
+    """`waveform` without its leading and trailing stretches quieter than `top_db` below its
+    loudest 25 ms frame (10 ms hop), keeping `margin_seconds` either side of the voiced part.
+
+    Acted corpora pad each sentence with a second or more of room tone; random
+    training crops of it would often be mostly silence.
+    """
+    from callmood.segment import frame_levels
+
+    frame, hop = round(0.025 * sample_rate), round(0.010 * sample_rate)
+    if len(waveform) < frame:
+        return waveform
+    frames = np.lib.stride_tricks.sliding_window_view(waveform, frame)[::hop]
+    rms_db, _ = frame_levels(frames)
+    loud = np.flatnonzero(rms_db > rms_db.max() - top_db)
+    margin = round(margin_seconds * sample_rate)
+    start = max(0, loud[0] * hop - margin)
+    end = min(len(waveform), loud[-1] * hop + frame + margin)
+    return waveform[start:end]
+
+
 def build_clip_set(
     rows: Sequence[ManifestRow],
     labels: Sequence[str],
@@ -109,6 +137,8 @@ def build_clip_set(
     feature_config: object,
     *,
     keep_waveforms: bool,
+    speaker_normalization: bool = False,
+    trim_silence_db: float | None = None,
     on_clip: Callable[[int], None] | None = None,
 ) -> ClipSet:
     """Decode every clip once and compute its clean features.
@@ -119,6 +149,11 @@ def build_clip_set(
         Manifest rows and the class (in `classes`) of each.
     keep_waveforms
         Keep the audio for waveform augmentation.
+    speaker_normalization
+        Standardise every clip's features with its speaker's statistics
+        (:func:`normalize_per_speaker`).
+    trim_silence_db
+        Cut leading and trailing silence first (:func:`trim_silence`); None keeps whole clips.
     on_clip
         Called with the clip index after each clip (progress bars).
     """
@@ -129,13 +164,15 @@ def build_clip_set(
     features, waveforms = [], []
     for i, row in enumerate(rows):
         waveform = decode_clip(row.path, feature_config.sample_rate)
+        if trim_silence_db is not None:
+            waveform = trim_silence(waveform, feature_config.sample_rate, trim_silence_db)
         with torch.no_grad():
             features.append(extractor(torch.from_numpy(waveform)[None])[0].contiguous())
         if keep_waveforms:
             waveforms.append(waveform.astype(np.float16))
         if on_clip is not None:
             on_clip(i)
-    return ClipSet(
+    clip_set = ClipSet(
         rows=list(rows),
         classes=tuple(classes),
         targets=np.array([class_index[label] for label in labels], dtype=np.int64),
@@ -145,6 +182,40 @@ def build_clip_set(
         waveforms=waveforms if keep_waveforms else None,
         feature_config=feature_config,
     )
+    if speaker_normalization:
+        normalize_per_speaker(clip_set)
+    return clip_set
+
+
+def speaker_feature_statistics(
+    features: Sequence[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and standard deviation over every frame of `features` (F, T) maps."""
+    frames = torch.cat([f.double() for f in features], dim=1)
+    mean = frames.mean(1)
+    std = frames.std(1, unbiased=False).clamp(min=1e-4)
+    return mean.float(), std.float()
+
+
+def normalize_per_speaker(clips: ClipSet) -> None:
+    """Standardise each clip's features with its speaker's mean and std, in place.
+
+    Speaker-level normalisation removes much of what differs between voices
+    (vocal tract, recording level) and keeps what differs between one speaker's
+    emotions. It uses all of a speaker's clips, so a test speaker's statistics
+    come from their own unlabelled test audio: results obtained this way are
+    reported as a separate, transductive protocol.
+    """
+    by_speaker: dict[str, list[int]] = {}
+    for i, row in enumerate(clips.rows):
+        by_speaker.setdefault(row.speaker, []).append(i)
+    per_clip: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(clips)  # type: ignore[list-item]
+    for indices in by_speaker.values():
+        mean, std = speaker_feature_statistics([clips.features[i] for i in indices])
+        for i in indices:
+            per_clip[i] = (mean, std)
+            clips.features[i] = (clips.features[i] - mean[:, None]) / std[:, None]
+    clips.speaker_statistics = per_clip
 
 
 def random_crop(sequence: np.ndarray | torch.Tensor, length: int, rng: np.random.Generator):  # noqa: ANN201

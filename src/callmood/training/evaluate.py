@@ -127,6 +127,8 @@ def prepare_clip_set(
         classes,
         config.feature_config(),
         keep_waveforms=config.augmentation.waveform_fraction > 0,
+        speaker_normalization=config.speaker_normalization,
+        trim_silence_db=config.trim_silence_db,
         on_clip=(lambda i: progress(i + 1, total)) if progress else None,
     )
 
@@ -269,6 +271,23 @@ def evaluate_cross_corpus(
     )
 
 
+def _normalized_per_speaker(
+    features: list[torch.Tensor], speakers: list[str]
+) -> list[torch.Tensor]:
+    from callmood.training.data import speaker_feature_statistics
+
+    statistics = {
+        speaker: speaker_feature_statistics(
+            [f for f, s in zip(features, speakers, strict=True) if s == speaker]
+        )
+        for speaker in set(speakers)
+    }
+    return [
+        (f - statistics[s][0][:, None]) / statistics[s][1][:, None]
+        for f, s in zip(features, speakers, strict=True)
+    ]
+
+
 def evaluate_saved_model(
     model_dir: Path,
     manifest_path: Path,
@@ -284,7 +303,7 @@ def evaluate_saved_model(
     from callmood.labels import LABEL_SETS, to_label_set
     from callmood.manifest import read_manifest
     from callmood.models.package import load_model_package
-    from callmood.training.data import decode_clip
+    from callmood.training.data import decode_clip, trim_silence
 
     started = time.perf_counter()
     package = load_model_package(model_dir)
@@ -302,13 +321,19 @@ def evaluate_saved_model(
             f"{manifest_path}: no clip has a label the model predicts ({', '.join(classes)})"
         )
     extractor = FeatureExtractor(package.feature_config).eval()
+    trim_db = package.metadata.get("trim_silence_db")
     features = []
     for i, row in enumerate(kept):
         waveform = decode_clip(row.path, package.feature_config.sample_rate)
+        if trim_db is not None:
+            # Test clips are prepared exactly as the model's training clips were.
+            waveform = trim_silence(waveform, package.feature_config.sample_rate, trim_db)
         with torch.no_grad():
             features.append(extractor(torch.from_numpy(waveform)[None])[0])
         if progress is not None:
             progress(i + 1, len(kept))
+    if package.metadata.get("speaker_normalization"):
+        features = _normalized_per_speaker(features, [row.speaker for row in kept])
     logits = predict_clips(package.model, features)
     metrics = classification_metrics(np.array(targets), logits.argmax(1), classes)
     groups = tuple(sorted({row.group for row in kept}))

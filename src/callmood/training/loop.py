@@ -175,6 +175,11 @@ class _BatchMaker:
                 waveforms.append(_fit_length(crop, self.crop_samples))
             with torch.no_grad():
                 features = self.extractor(torch.from_numpy(np.stack(waveforms)))
+            if self.clips.speaker_statistics is not None:
+                statistics = [self.clips.speaker_statistics[i] for i in batch]
+                mean = torch.stack([m for m, _ in statistics])[:, :, None]
+                std = torch.stack([s for _, s in statistics])[:, :, None]
+                features = (features - mean) / std
         else:
             features = torch.stack(
                 [random_crop(self.clips.features[i], self.crop_frames, rng) for i in batch]

@@ -73,6 +73,8 @@ def prepare_clips(
         classes,
         config.feature_config(),
         keep_waveforms=keep_waveforms,
+        speaker_normalization=config.speaker_normalization,
+        trim_silence_db=config.trim_silence_db,
         on_clip=(lambda i: progress(i + 1, total)) if progress else None,
     )
 
@@ -215,7 +217,15 @@ def save_package(
         labels=list(clips.classes),
         feature_config=clips.feature_config,
         window_seconds=config.window_seconds,
-        extra={"name": config.name, "training": training_info, "metrics": metrics},
+        extra={
+            "name": config.name,
+            # Read by held-out evaluation and refused by analysis: the model needs
+            # per-speaker feature statistics that a call cannot supply up front.
+            "speaker_normalization": config.speaker_normalization,
+            "trim_silence_db": config.trim_silence_db,
+            "training": training_info,
+            "metrics": metrics,
+        },
         export_onnx=config.export_onnx,
         # Read now, so a card that lives in `output_dir` itself is carried over.
         model_card=config.model_card.read_text(encoding="utf-8") if config.model_card else None,
