@@ -6,14 +6,14 @@ import json
 
 import numpy as np
 import pytest
-from analysis_fixtures import build_two_party_call, make_random_package, write_audio
+from analysis_fixtures import build_two_party_call, make_random_package, ravdess_clip, write_audio
 from conftest import REPO_ROOT
 from fixtures_audio import g711_wav_bytes
 
 from callmood.analysis import AnalysisError, AnalysisOptions, analyze_call
-from callmood.audio import SAMPLE_RATE, encode_telephone
+from callmood.audio import SAMPLE_RATE, encode_telephone, load_audio
 from callmood.errors import CallmoodError
-from callmood.inference import EmotionModel
+from callmood.inference import EmotionModel, pad_centered
 from callmood.results import CallResult, call_result_json_schema
 
 
@@ -125,6 +125,44 @@ def test_window_probabilities_are_distributions_in_time_order(call, model):
     scores = result.speakers["customer"].scores
     assert len(scores.negativity_by_quarter) == 4
     assert sum(scores.emotion_shares.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("window_seconds", [None, 2.0])
+def test_window_probabilities_equal_predicting_each_window_on_its_own(
+    ravdess_dir, model, tmp_path, window_seconds
+):
+    # One long stretch of real speech (pauses bridged), so windows overlap: the analyser
+    # computes their features from one shared spectrogram, predict() window by window.
+    speech = np.concatenate(
+        [
+            ravdess_clip(ravdess_dir, 3, code)
+            for code in ("05-02-01-01", "01-01-02-01", "04-02-01-02")
+        ]
+    )
+    path = write_audio(tmp_path / "call.flac", np.stack([speech, np.zeros_like(speech)]))
+    options = AnalysisOptions(
+        smoothing_windows=1,
+        keep_raw_probabilities=True,
+        vad={"max_gap_seconds": 2.0},
+        window_seconds=window_seconds,
+    )
+    length = round((window_seconds or model.window_seconds) * SAMPLE_RATE)
+    windows = analyze_call(path, options, model=model).speakers["customer"].windows
+    assert len(windows) >= 5 and windows[1].start < windows[0].end  # overlapping
+    customer = load_audio(path).samples[0]
+    alone = model.predict(
+        np.stack(
+            [
+                pad_centered(
+                    customer[round(w.start * SAMPLE_RATE) : round(w.end * SAMPLE_RATE)],
+                    length,
+                )
+                for w in windows
+            ]
+        )
+    )
+    fast = np.array([[w.raw_probabilities[label] for label in model.labels] for w in windows])
+    np.testing.assert_allclose(fast, alone, atol=1e-5)
 
 
 def test_too_short_call_is_refused_with_its_length(model, tmp_path):

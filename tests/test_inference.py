@@ -7,6 +7,7 @@ import pytest
 from analysis_fixtures import LABELS, make_random_package, ravdess_clip
 
 from callmood.errors import CallmoodError
+from callmood.features import extract
 from callmood.inference import EmotionModel, PredictionInputError, default_model_dir, pad_centered
 
 
@@ -85,3 +86,36 @@ def test_bundled_model_loads_and_predicts(windows):
     probabilities = model.predict(windows)
     assert probabilities.shape == (2, len(model.labels))
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def speech(ravdess_dir):
+    """12 s of real speech: three RAVDESS clips of one actor back to back."""
+    codes = ("05-02-01-01", "01-01-02-01", "03-02-01-02")
+    return np.concatenate([ravdess_clip(ravdess_dir, 9, code) for code in codes])
+
+
+def test_overlapping_window_features_equal_each_window_computed_alone(package, speech):
+    model = EmotionModel.load(package)
+    length, hop = model.window_samples, model.feature_config.hop_length
+    # Windows every second, one aligned near the end, and one off the 10 ms frame grid.
+    for starts in ([*range(0, len(speech) - length, 16000), (len(speech) - length) // hop * hop],
+                   [0, 16000 + 5]):  # fmt: skip
+        shared = model.window_features(speech, starts)
+        windows = np.stack([speech[s : s + length] for s in starts])
+        alone = extract(windows, model.feature_config)
+        assert shared.shape == alone.shape == (len(starts), 40, 301)
+        # Identical, edge frames included: each window's first and last frames hear only
+        # its own samples, zero-padded, as when the window is computed on its own.
+        np.testing.assert_allclose(shared, alone, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(
+            model.predict_features(shared), model.predict(windows), atol=1e-5
+        )
+
+
+def test_window_features_refuse_windows_outside_the_audio(package, speech):
+    model = EmotionModel.load(package)
+    with pytest.raises(PredictionInputError, match="do not fit"):
+        model.window_features(speech[:40000], [0])
+    with pytest.raises(PredictionInputError, match="shape"):
+        model.predict_features(np.zeros((1, 12, 301), np.float32))

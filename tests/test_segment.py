@@ -8,6 +8,7 @@ from analysis_fixtures import ravdess_clip
 
 from callmood.audio import SAMPLE_RATE
 from callmood.segment import (
+    FRAME_SAMPLES,
     SegmentError,
     SpeechWindower,
     VadOptions,
@@ -76,6 +77,30 @@ def test_pushing_any_chunk_sizes_gives_the_same_stretches(clip):
         position += size
     found += detector.flush()
     assert [(s / SAMPLE_RATE, e / SAMPLE_RATE) for s, e in found] == whole
+
+
+def test_frames_are_labelled_as_soon_as_they_are_pushed(clip):
+    # No lookahead: the speech heard so far is known at once, exactly as it is labelled
+    # once the silence after it has been heard too.
+    audio = np.concatenate([silence(1), clip])
+    live = VoiceActivityDetector()
+    assert live.push(audio) == []
+    assert live.labelled_samples == len(audio) // FRAME_SAMPLES * FRAME_SAMPLES
+    later = VoiceActivityDetector()
+    (stretch,) = later.push(np.concatenate([audio, silence(2)])) + later.flush()
+    assert live.open_stretch == stretch
+
+
+def test_windows_may_run_into_the_pause_after_a_stretch_instead_of_a_tail():
+    start, end = 0, int(5.7 * SAMPLE_RATE)
+    plain = SpeechWindower(3.0, 1.0).finish(start, end)
+    assert [(w.start_seconds, w.end_seconds) for w in plain] == [
+        (0, 3), (1, 4), (2, 5), (2.7, 5.7)
+    ]  # fmt: skip
+    reaching = SpeechWindower(3.0, 1.0).finish(start, end, reach=end + int(0.45 * SAMPLE_RATE))
+    assert [(w.start_seconds, w.end_seconds) for w in reaching] == [
+        (0, 3), (1, 4), (2, 5), (3, 6)
+    ]  # fmt: skip
 
 
 def test_windows_cover_a_long_stretch_with_hops_and_a_tail():

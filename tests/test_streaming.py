@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from analysis_fixtures import build_two_party_call, make_random_package, write_audio
+from analysis_fixtures import build_two_party_call, make_random_package, ravdess_clip, write_audio
 
 from callmood.alerts import RuleSet, evaluate_rules
 from callmood.analysis import AnalysisError, AnalysisOptions, StreamingAnalyzer, analyze_call
 from callmood.audio import SAMPLE_RATE
 from callmood.inference import EmotionModel
+from callmood.segment import FRAME_SECONDS, speech_segments
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,39 @@ def test_stream_emits_windows_and_alert_openings_before_the_call_ends(call, mode
             closed[event.alert.id] = order
     assert opened.keys() == closed.keys() == {a.id for a in analyzer.result().alerts}
     assert all(opened[i] < closed[i] for i in opened)
+
+
+def trimmed(samples):
+    found = speech_segments(samples)
+    return samples[int(found[0][0] * SAMPLE_RATE) : int(found[-1][1] * SAMPLE_RATE)]
+
+
+def test_a_window_is_emitted_as_soon_as_its_audio_is_in(ravdess_dir, model):
+    # Live speech as a caller would send it: sentences with short pauses, then a
+    # longer pause, in 100 ms chunks; no smoothing, so nothing waits for later windows.
+    codes = ["05-02-01-01", "01-01-02-01", "04-02-01-02", "03-01-02-01", "05-01-01-02"]
+    sentences = [trimmed(ravdess_clip(ravdess_dir, 4, code)) for code in codes]
+    pause = np.zeros(int(0.3 * SAMPLE_RATE), np.float32)
+    speech = np.concatenate([part for sentence in sentences for part in (sentence, pause)])
+    audio = np.concatenate([speech, np.zeros(2 * SAMPLE_RATE, np.float32), sentences[0]])
+    analyzer = StreamingAnalyzer(AnalysisOptions(smoothing_windows=1), model, RuleSet())
+    chunk, silent = SAMPLE_RATE // 10, np.zeros(SAMPLE_RATE // 10, np.float32)
+    delays = []
+    for first in range(0, len(audio), chunk):
+        piece = audio[first : first + chunk]
+        for event in analyzer.feed({"customer": piece, "agent": silent[: len(piece)]}):
+            if event.event == "window":
+                delays.append((event.window, (first + len(piece)) / SAMPLE_RATE - event.window.end))
+    full = [delay for window, delay in delays if window.end - window.start >= 3.0]
+    assert len(full) >= 5
+    # Determined by the chunk that completes the 30 ms frame holding the window's end
+    # (also at the end of the speech: the window may reach into the pause instead of
+    # waiting for the pause to prove the speech over).
+    assert max(full) < 0.1 + FRAME_SECONDS
+    # A sentence shorter than a window is one window, once its end is certain: after
+    # the pause that ends the stretch (max_gap_seconds, 0.5 s).
+    short = [delay for window, delay in delays if window.end - window.start < 3.0]
+    assert all(delay < 0.5 + 0.1 + FRAME_SECONDS for delay in short)
 
 
 def test_stream_memory_stays_bounded_by_the_window(call, model):

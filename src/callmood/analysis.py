@@ -7,8 +7,11 @@ blocks decoded with bounded memory), so both give the same windows and alerts.
 
 from __future__ import annotations
 
+import queue
+import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -128,6 +131,17 @@ def parse_channel_mapping(text: str) -> dict[str, int]:
     return mapping
 
 
+@dataclass
+class _Span:
+    """Overlapping windows of one speaker, cut from one stretch of audio: features once."""
+
+    speaker: str
+    start: int  # sample index of audio[0]
+    audio: np.ndarray
+    windows: list[tuple[int, int, float, float]] = field(default_factory=list)
+    # (start, end, peak dBFS, rms dBFS) of each window, in time order
+
+
 class _Channel:
     """One speaker's channel in the streaming engine: VAD, windows, audio kept for them."""
 
@@ -208,7 +222,7 @@ class StreamingAnalyzer:
             analyzed_speakers=self.analyzed,
             strict=rule_set is not DEFAULT_RULES,
         )
-        self._queue: list[tuple[str, int, int, np.ndarray, float, float]] = []
+        self._queue: list[_Span] = []
         self._raw: dict[str, list[tuple[int, int, np.ndarray, float, float]]] = {
             s: [] for s in self.analyzed
         }
@@ -222,7 +236,10 @@ class StreamingAnalyzer:
         """Add the next samples of each speaker's channel; return the events now determined."""
         if self.closed:
             raise AnalysisError("this stream is closed; start a new StreamingAnalyzer")
-        arrays = self._check_chunks(chunks)
+        return self._feed(self._check_chunks(chunks))
+
+    def _feed(self, arrays: Mapping[str, np.ndarray]) -> list[WindowEvent | AlertEvent]:
+        # Chunks already checked: 1-D float32, finite, in [-1, 1], equally long.
         events: list[WindowEvent | AlertEvent] = []
         for speaker, samples in arrays.items():
             self._push(self.channels[speaker], samples, final=False)
@@ -282,22 +299,44 @@ class StreamingAnalyzer:
         if len(samples):
             channel.buffer = np.concatenate([channel.buffer, samples])
             channel.received += len(samples)
-        finished = channel.detector.flush() if final else channel.detector.push(samples)
+        detector = channel.detector
+        finished = detector.flush() if final else detector.push(samples)
         windows = []
         for start, end in finished:
             channel.speech.append(SpeechStretch(start=start / SAMPLE_RATE, end=end / SAMPLE_RATE))
             if channel.windower is not None:
-                windows += channel.windower.finish(start, end)
-        open_stretch = channel.detector.open_stretch
+                reach = min(end + detector.trailing_samples, detector.labelled_samples)
+                windows += channel.windower.finish(start, end, reach)
+        open_stretch = detector.open_stretch
         if open_stretch is not None and channel.windower is not None and not final:
-            windows += channel.windower.grow(*open_stretch)
+            # Windows as soon as their audio is labelled (the stretch is open, so that
+            # audio is speech or a pause that may yet be bridged), not when speech resumes.
+            windows += channel.windower.grow(open_stretch[0], detector.labelled_samples)
+        spans: list[_Span] = []
         for window in windows:
             audio = channel.buffer[
                 window.start - channel.buffer_start : window.end - channel.buffer_start
             ]
             peak, rms = _levels(audio)
             channel.peak_dbfs = max(channel.peak_dbfs, peak)
-            self._queue.append((channel.speaker, window.start, window.end, audio.copy(), peak, rms))
+            item = (window.start, window.end, peak, rms)
+            if len(audio) < self.window_samples:  # a short stretch: centred in zeros, alone
+                spans.append(_Span(channel.speaker, window.start, audio, [item]))
+            elif (
+                spans
+                and len(spans[-1].audio) >= self.window_samples
+                and window.start < spans[-1].start + len(spans[-1].audio)
+            ):  # overlaps the previous window: one spectrogram for both
+                span = spans[-1]
+                span.audio = channel.buffer[
+                    span.start - channel.buffer_start : window.end - channel.buffer_start
+                ]
+                span.windows.append(item)
+            else:
+                spans.append(_Span(channel.speaker, window.start, audio, [item]))
+        # The spans are views of the buffer: it is only ever replaced, never written to,
+        # and they are predicted before this feed returns.
+        self._queue += spans
         self._trim(channel)
 
     def _trim(self, channel: _Channel) -> None:
@@ -325,16 +364,31 @@ class StreamingAnalyzer:
     # --------------------------------------------------------------- inference
 
     def _predict_queue(self) -> list[WindowEvent | AlertEvent]:
+        # Every window determined by this feed is predicted now (none waits for a
+        # fuller batch): the batch size only bounds the model's input.
         events: list[WindowEvent | AlertEvent] = []
-        queue, self._queue = self._queue, []
-        size = self.options.batch_size
-        for first in range(0, len(queue), size):
-            batch = queue[first : first + size]
-            waveforms = np.stack([pad_centered(item[3], self.window_samples) for item in batch])
-            probabilities = self.model.predict(waveforms)
-            for (speaker, start, end, _, peak, rms), probs in zip(
-                batch, probabilities, strict=True
-            ):
+        pending, self._queue = self._queue, []
+        if pending:
+            # All spans end to end, one spectrogram: window_features recomputes each
+            # window's edge frames from its own samples, so neighbours never leak in.
+            length, parts, starts, position = self.window_samples, [], [], 0
+            for span in pending:
+                audio = (
+                    span.audio if len(span.audio) >= length else pad_centered(span.audio, length)
+                )
+                starts += [position + window[0] - span.start for window in span.windows]
+                parts.append(audio)
+                position += len(audio)
+            features = self.model.window_features(np.concatenate(parts), starts, length)
+            size = self.options.batch_size
+            probabilities = np.concatenate(
+                [
+                    self.model.predict_features(features[first : first + size])
+                    for first in range(0, len(features), size)
+                ]
+            )
+            windows = [(span.speaker, *item) for span in pending for item in span.windows]
+            for (speaker, start, end, peak, rms), probs in zip(windows, probabilities, strict=True):
                 self._raw[speaker].append((start, end, probs, peak, rms))
         for speaker in self.analyzed:
             events += self._smooth(speaker, final=False)
@@ -622,11 +676,12 @@ def analyze_call(
     # A mono analysis of a multi-channel file hears the mix of all its channels.
     channels = None if options.mono else [mapping[s] for s in speakers]
     blocks = iter_audio_blocks(source, block_seconds=options.block_seconds, channels=channels)
-    for block in blocks:
+    # Blocks are finite, float32 and clipped to [-1, 1] by the decoder: no second check.
+    for block in _prefetched(blocks):
         if options.mono:
-            analyzer.feed({"mixed": block.mean(axis=0)})
+            analyzer._feed({"mixed": block.mean(axis=0)})
         else:
-            analyzer.feed({speaker: block[row] for row, speaker in enumerate(speakers)})
+            analyzer._feed({speaker: block[row] for row, speaker in enumerate(speakers)})
         if progress is not None:
             progress(analyzer.duration_seconds, info.duration_seconds)
     if analyzer.duration_seconds < MIN_CALL_SECONDS:
@@ -636,6 +691,52 @@ def analyze_call(
         )
     analyzer.close()
     return analyzer.result()
+
+
+def _prefetched(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """``blocks``, each decoded on a background thread while the caller analyses the one before.
+
+    The decoders (libsndfile, FFmpeg) run without holding the GIL, so decoding takes
+    a second core instead of adding to the analysis time. One block waits at most.
+    """
+    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def decode() -> None:
+        try:
+            for block in blocks:
+                if not put(("block", block)):
+                    return
+            put(("end", None))
+        except BaseException as error:  # handed to the caller, raised there
+            put(("error", error))
+        finally:
+            close = getattr(blocks, "close", None)
+            if close is not None:
+                close()  # the decoder's file, when the caller stopped early
+
+    thread = threading.Thread(target=decode, name="callmood-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = handoff.get()
+            if kind == "error":
+                raise value
+            if kind == "end":
+                return
+            yield value
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _fit_channels(options: AnalysisOptions, channels: int, name: str) -> AnalysisOptions:

@@ -7,6 +7,8 @@ torch weights as the fallback backend.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -86,6 +88,9 @@ class EmotionModel:
         self._session = onnx_session
         self._torch_model = torch_model
         self._extractor = FeatureExtractor(feature_config).eval()
+        # The log-mel spectrogram before the per-clip top_db floor and the DCT: computed
+        # once over overlapping windows, then floored per window (window_features).
+        self._log_mel = FeatureExtractor(replace(feature_config, kind="logmel", top_db=None)).eval()
 
     @property
     def sample_rate(self) -> int:
@@ -170,13 +175,103 @@ class EmotionModel:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         with torch.inference_mode():
             features = self._extractor(torch.from_numpy(waveforms))
+        return self.predict_features(features.numpy())
+
+    def predict_features(self, features: np.ndarray) -> np.ndarray:
+        """Class probabilities for a batch of feature maps (B, num_features, frames).
+
+        The maps are what :meth:`window_features` (or the model's feature extractor)
+        computes; returns (B, len(labels)) float32 probabilities.
+        """
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        if features.ndim != 3 or features.shape[1] != self.feature_config.num_features:
+            raise PredictionInputError(
+                f"predict_features needs shape (batch, {self.feature_config.num_features}, "
+                f"frames), got shape {features.shape}"
+            )
+        if len(features) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        with torch.inference_mode():
             if self._session is not None:
-                logits = self._session.run(["logits"], {"features": features.numpy()})[0]
+                logits = self._session.run(["logits"], {"features": features})[0]
                 logits = torch.from_numpy(np.asarray(logits, dtype=np.float32))
             else:
-                logits = self._torch_model(features)
+                logits = self._torch_model(torch.from_numpy(features))
             probabilities = torch.softmax(logits.float(), dim=-1).numpy()
         return probabilities.astype(np.float32, copy=False)
+
+    def window_features(
+        self, audio: np.ndarray, starts: Sequence[int], length: int | None = None
+    ) -> np.ndarray:
+        """Feature maps of the windows ``audio[s : s + length]`` for ``s`` in ``starts``.
+
+        The same maps :meth:`predict` computes for each window on its own (up to float
+        rounding), but overlapping windows share one spectrogram: with windows every
+        second over 3 s of audio that is a third of the work. Frames are centred, so the
+        few frames at each window edge that would hear audio outside the window are
+        computed again from the window's own samples (zero-padded, as alone), and the
+        ``top_db`` floor is taken per window.
+
+        Parameters
+        ----------
+        audio
+            float32 mono samples at 16 kHz in [-1, 1], covering every window.
+        starts
+            Window starts, in samples from ``audio[0]``; each window must fit in ``audio``.
+        length
+            Window length in samples (default: the model's window, ``window_samples``).
+
+        Returns
+        -------
+        numpy.ndarray
+            (len(starts), num_features, frames) float32, as input to :meth:`predict_features`.
+        """
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+        length = self.window_samples if length is None else int(length)
+        config = self.feature_config
+        hop, reach = config.hop_length, config.n_fft // 2
+        if len(starts) and (starts.min() < 0 or starts.max() + length > len(audio)):
+            raise PredictionInputError(
+                f"windows of {length} samples from {starts.min()} to {starts.max()} do not "
+                f"fit in {len(audio)} samples of audio"
+            )
+        head = -(-reach // hop)  # frames at the start that hear samples before the window
+        tail_from = (length - reach) // hop + 1  # frames from here hear samples after it
+        frames = config.frames_for(length)
+        if len(starts) == 0:
+            return np.zeros((0, config.num_features, frames), dtype=np.float32)
+        on_grid = config.center and not (starts % hop).any()
+        if not on_grid or head * hop + reach > length or tail_from < head:
+            # The windows' frames are not on one grid (or a window is too short to
+            # have inner frames): each window on its own.
+            windows = np.stack([audio[s : s + length] for s in starts])
+            with torch.inference_mode():
+                return self._extractor(torch.from_numpy(windows)).numpy()
+        first, last = int(starts.min()), int(starts.max()) + length
+        with torch.inference_mode():
+            spectrogram = self._log_mel(torch.from_numpy(audio[first:last])[None])[0].T
+            index = torch.from_numpy((starts - first) // hop)[:, None] + torch.arange(frames)
+            maps = spectrogram[index]  # (windows, frames, n_mels)
+            inner_head = np.flatnonzero(starts > first)
+            if len(inner_head):  # audio before these windows: their first frames alone
+                clips = np.stack([audio[s : s + head * hop + reach] for s in starts[inner_head]])
+                alone = self._log_mel(torch.from_numpy(clips)).transpose(1, 2)
+                maps[torch.from_numpy(inner_head), :head] = alone[:, :head]
+            inner_tail = np.flatnonzero(starts + length < last)
+            if len(inner_tail):  # audio after these windows: their last frames alone
+                offset = (tail_from - head) * hop  # on the frame grid, `head` frames of margin
+                clips = np.stack([audio[s + offset : s + length] for s in starts[inner_tail]])
+                alone = self._log_mel(torch.from_numpy(clips)).transpose(1, 2)
+                maps[torch.from_numpy(inner_tail), tail_from:] = alone[
+                    :, head : head + frames - tail_from
+                ]
+            if config.top_db is not None:
+                peak = maps.amax(dim=(1, 2), keepdim=True)
+                maps = torch.maximum(maps, peak - config.top_db)
+            dct = self._extractor.dct
+            features = maps if dct is None else torch.matmul(maps, dct.T)
+            return features.transpose(1, 2).contiguous().numpy()
 
     def _check(self, waveforms: np.ndarray) -> np.ndarray:
         if isinstance(waveforms, torch.Tensor):

@@ -20,7 +20,7 @@ from callmood.errors import CallmoodError
 SAMPLE_RATE = 16000
 FRAME_SECONDS = 0.03  # WebRTC VAD accepts 10, 20 or 30 ms; 30 ms is the most robust
 FRAME_SAMPLES = int(SAMPLE_RATE * FRAME_SECONDS)
-_VAD_CONTEXT_FRAMES = 3  # frames WebRTC VAD hears before loud ones (and the lookahead)
+_VAD_CONTEXT_FRAMES = 3  # frames WebRTC VAD hears before loud ones
 _SILENCE_DBFS = -120.0
 
 
@@ -117,7 +117,12 @@ class VoiceActivityDetector:
             import webrtcvad
 
             self._vad = webrtcvad.Vad(self.options.aggressiveness)
+            # The C function behind Vad.is_speech, (handle, rate, pcm16, samples) -> bool:
+            # the Python wrapper costs about half as much again as the call itself.
+            self._process = webrtcvad._webrtcvad.process
         self._pending = np.zeros(0, dtype=np.float32)  # samples of an incomplete frame
+        # Quiet frames WebRTC VAD hears only if a loud one follows soon (see _webrtc).
+        self._undecided = np.zeros((0, FRAME_SAMPLES), dtype=np.float32)
         self._frame_index = 0  # frames labelled so far
         self._start: int | None = None  # first frame of the open candidate
         self._last_speech = -1  # last speech frame of the open candidate
@@ -149,35 +154,66 @@ class VoiceActivityDetector:
             return None
         return self._start * FRAME_SAMPLES, (self._last_speech + 1) * FRAME_SAMPLES
 
-    def label_frames(self, frames: np.ndarray, count: int | None = None) -> np.ndarray:
-        """Speech (True) or not for the first ``count`` 30 ms frames of ``frames`` (n, 480).
+    @property
+    def trailing_samples(self) -> int:
+        """How far (samples) past its last speech frame a stretch can still be open.
 
-        Frames after ``count`` are lookahead: WebRTC VAD needs to hear the frames
-        just before speech to catch its onset.
+        A stretch stays open through ``max_gap`` frames of non-speech, so audio up to
+        this far after its end gets labelled while it may yet go on; analysis windows
+        may reach that far into the pause (:meth:`SpeechWindower.finish`).
         """
-        count = len(frames) if count is None else count
-        if count <= 0:
+        return (max(self._max_gap_frames, 1) - 1) * FRAME_SAMPLES
+
+    def label_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Speech (True) or not for ``frames`` (n, 480), the next 30 ms frames of the stream.
+
+        Labels are final at once, without lookahead: a frame is speech only if it is
+        loud, and by then WebRTC VAD has heard the few frames just before it. Only
+        whether the last quiet frames are heard (which changes WebRTC VAD's state, not
+        their labels) waits for the frames that follow.
+        """
+        if len(frames) == 0:
             return np.zeros(0, dtype=bool)
         rms = np.sqrt(np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / FRAME_SAMPLES)
         loud = rms >= 10 ** (self.options.energy_threshold_dbfs / 20)
-        speech = loud[:count].copy()
+        speech = loud.copy()
         if self._vad is not None:
-            # WebRTC VAD hears loud frames and the few before each (it misses the
-            # first words without them); quiet frames are not speech anyway, and
-            # skipping them saves most of its cost on calls with long pauses.
-            heard = loud.copy()
-            for shift in range(1, _VAD_CONTEXT_FRAMES + 1):
-                heard[:-shift] |= loud[shift:]
-            heard = np.flatnonzero(heard[:count])
-            pcm = (np.clip(frames[heard], -1.0, 1.0) * 32767).astype("<i2")
-            is_speech, rate = self._vad.is_speech, SAMPLE_RATE
-            webrtc = np.zeros(count, dtype=bool)
-            webrtc[heard] = np.fromiter((is_speech(f.tobytes(), rate) for f in pcm), bool)
-            speech &= webrtc
+            speech &= self._webrtc(frames, loud)
         candidates = np.flatnonzero(speech)
         if len(candidates):  # the spectral gates cost the most: only where still needed
             speech[candidates] = _spectral_gates(frames[candidates], self.options)
         return speech
+
+    def _webrtc(self, frames: np.ndarray, loud: np.ndarray) -> np.ndarray:
+        # WebRTC VAD hears loud frames and the few before each (it misses the first
+        # words without them); quiet frames are not speech anyway, and skipping them
+        # saves most of its cost on calls with long pauses. It keeps state, so it must
+        # hear the same frames in the same order whatever the chunking: the last quiet
+        # frames wait in `_undecided` until it is known whether a loud one follows.
+        held = len(self._undecided)
+        known = np.concatenate([np.zeros(held, dtype=bool), loud])
+        heard = known.copy()
+        for shift in range(1, _VAD_CONTEXT_FRAMES + 1):
+            heard[:-shift] |= known[shift:]
+        loud_at = np.flatnonzero(known)
+        decided = max(int(loud_at[-1]) + 1 if len(loud_at) else 0, len(known) - _VAD_CONTEXT_FRAMES)
+        heard_held = np.flatnonzero(heard[: min(held, decided)])
+        heard_new = np.flatnonzero(heard[held:decided])
+        pcm = np.concatenate([self._undecided[heard_held], frames[heard_new]])
+        pcm = (np.clip(pcm, -1.0, 1.0) * 32767).astype("<i2")
+        self._undecided = np.concatenate(
+            [self._undecided[min(held, decided) :], frames[max(0, decided - held) :]]
+        )
+        # One bytes object and zero-copy views of it rather than a copy per frame.
+        view, size = memoryview(pcm.tobytes()), 2 * FRAME_SAMPLES
+        process, handle, rate = self._process, self._vad._vad, SAMPLE_RATE
+        verdicts = [
+            process(handle, rate, view[i * size : (i + 1) * size], FRAME_SAMPLES)
+            for i in range(len(pcm))
+        ]
+        webrtc = np.zeros(len(frames), dtype=bool)
+        webrtc[heard_new] = verdicts[len(heard_held) :]  # held frames are quiet: state only
+        return webrtc
 
     def push(self, samples: np.ndarray) -> list[tuple[int, int]]:
         """Label the new samples; return the stretches ``(start, end)`` (samples) now finished."""
@@ -185,11 +221,9 @@ class VoiceActivityDetector:
         if len(self._pending):
             samples = np.concatenate([self._pending, samples])
         n_frames = len(samples) // FRAME_SAMPLES
-        # The last few whole frames wait as lookahead, so chunking never changes labels.
-        ready = max(0, n_frames - _VAD_CONTEXT_FRAMES)
         frames = samples[: n_frames * FRAME_SAMPLES].reshape(n_frames, FRAME_SAMPLES)
-        self._pending = samples[ready * FRAME_SAMPLES :].copy()
-        return self._track(self.label_frames(frames, ready))
+        self._pending = samples[n_frames * FRAME_SAMPLES :].copy()
+        return self._track(self.label_frames(frames))
 
     def _track(self, speech: np.ndarray) -> list[tuple[int, int]]:
         # Frame by frame, a candidate closes at the first non-speech frame at least
@@ -225,11 +259,9 @@ class VoiceActivityDetector:
         return [(start * FRAME_SAMPLES, end * FRAME_SAMPLES)]
 
     def flush(self) -> list[tuple[int, int]]:
-        """End of audio: label the lookahead, finish the open stretch (drops a partial frame)."""
-        samples, self._pending = self._pending, np.zeros(0, dtype=np.float32)
-        n_frames = len(samples) // FRAME_SAMPLES
-        frames = samples[: n_frames * FRAME_SAMPLES].reshape(n_frames, FRAME_SAMPLES)
-        return self._track(self.label_frames(frames)) + self._close()
+        """End of audio: finish the open stretch (a last partial frame is dropped)."""
+        self._pending = np.zeros(0, dtype=np.float32)
+        return self._close()
 
 
 def speech_segments(
@@ -284,7 +316,8 @@ class Window:
 class SpeechWindower:
     """Lays windows over speech stretches as they grow, in time order.
 
-    Windows start at the stretch start and every ``hop_seconds`` while they fit;
+    Windows start at the stretch start and every ``hop_seconds`` while they fit
+    (a window may run a little into the pause after the stretch, see :meth:`finish`);
     a tail longer than half a hop gets one more window aligned to the stretch
     end; a stretch shorter than the window gets exactly one (padded) window.
     """
@@ -305,7 +338,7 @@ class SpeechWindower:
         self._emitted_any = False
 
     def grow(self, start: int, end_so_far: int) -> list[Window]:
-        """The open stretch ``start..end_so_far`` (samples) is speech: windows that now fit."""
+        """The open stretch from ``start`` is labelled to ``end_so_far``: windows that now fit."""
         if self._stretch_start != start:
             self._stretch_start, self._next_start, self._emitted_any = start, start, False
         windows = []
@@ -322,9 +355,15 @@ class SpeechWindower:
             return self._next_start - self.hop
         return stretch_start
 
-    def finish(self, start: int, end: int) -> list[Window]:
-        """The stretch ``start..end`` (samples) is complete: its remaining windows."""
-        windows = self.grow(start, end)
+    def finish(self, start: int, end: int, reach: int | None = None) -> list[Window]:
+        """The stretch ``start..end`` (samples) is complete: its remaining windows.
+
+        ``reach`` (>= ``end``, default ``end``) is how far regular windows may run into
+        the pause after the stretch: as far as the audio was labelled while the stretch
+        could still go on, so a live stream lays them without waiting for the stretch
+        to end. Only the tail beyond them gets a window aligned to ``end``.
+        """
+        windows = self.grow(start, end if reach is None else max(end, reach))
         if not self._emitted_any:
             windows.append(Window(start, end))  # shorter than a window: grow() added none
         else:
