@@ -104,3 +104,64 @@ def test_cross_corpus_needs_both_corpora_in_the_data(three_speaker_manifest):
     config = parse_training_config({"manifests": [str(three_speaker_manifest)]})
     with pytest.raises(EvaluationError, match="'ravdess' is not in the config's data"):
         evaluate_cross_corpus(config, "ravdess", "emodb")
+
+
+def test_held_out_test_prepares_clips_as_a_speaker_normalised_model_was_trained(
+    three_speaker_manifest, tmp_path
+):
+    import numpy as np
+    import torch
+
+    from callmood.features import FeatureExtractor
+    from callmood.manifest import read_manifest
+    from callmood.models.package import load_model_package
+    from callmood.training.data import decode_clip, speaker_feature_statistics, trim_silence
+    from callmood.training.loop import predict_clips
+
+    rows = read_manifest(three_speaker_manifest)
+    write_manifest([r for r in rows if r.speaker != "emodb:11"], tmp_path / "train.csv")
+    test_rows = [r for r in rows if r.speaker == "emodb:11" and r.label in ("neutral", "angry")]
+    write_manifest(test_rows, tmp_path / "test.csv")
+    config = {
+        "manifests": [str(tmp_path / "train.csv")],
+        "label_set": "emodb7",
+        "classes": ["neutral", "angry"],
+        "model": {"cnn_channels": [4, 8, 16], "transformer_layers": 1, "transformer_time_pool": 8},
+        "epochs": 2,
+        "validation": {"fraction": 0.0},
+        "speaker_normalization": True,
+        "trim_silence_db": 35,
+        "export_onnx": False,
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    trained = CliRunner().invoke(
+        app, ["train", "-c", str(tmp_path / "config.yaml"), "-o", str(tmp_path / "model")]
+    )
+    assert trained.exit_code == 0, trained.output
+
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", "--model", str(tmp_path / "model"), "--manifest", str(tmp_path / "test.csv")]
+        + ["-o", str(tmp_path / "report")],
+    )
+
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert "standardised per speaker" in report["description"]
+    # The same predictions by hand: trim, features, the test speaker's own statistics.
+    package = load_model_package(tmp_path / "model")
+    assert package.metadata["speaker_normalization"] is True
+    extractor = FeatureExtractor(package.feature_config)
+    with torch.no_grad():
+        features = [
+            extractor(torch.from_numpy(trim_silence(decode_clip(r.path), 16000, 35))[None])[0]
+            for r in test_rows
+        ]
+    mean, std = speaker_feature_statistics(features)
+    logits = predict_clips(package.model, [(f - mean[:, None]) / std[:, None] for f in features])
+    classes = package.labels
+    targets = np.array([classes.index(r.label) for r in test_rows])
+    expected_ua = np.mean(
+        [np.mean(logits.argmax(1)[targets == c] == c) for c in range(len(classes))]
+    )
+    assert report["summary"]["pooled"]["unweighted_average_recall"] == pytest.approx(expected_ua)

@@ -354,6 +354,12 @@ def evaluate_saved_model(
             f"({len(kept)} clips of {len(groups)} speakers/groups; {len(rows) - len(kept)} clips "
             "with labels outside the model's classes left out); the model's training speakers "
             "must not be among them for the numbers to be speaker-independent"
+            + (
+                "; features standardised per speaker with statistics of that speaker's own "
+                "test clips, as the model was trained (transductive)"
+                if package.metadata.get("speaker_normalization")
+                else ""
+            )
         ),
         classes=classes,
         folds=[outcome],
