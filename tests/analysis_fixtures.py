@@ -44,6 +44,14 @@ def ravdess_clip(ravdess_dir: Path, actor: int, code: str) -> np.ndarray:
     return load_audio(path, channels=[0]).samples[0]
 
 
+def trimmed(samples: np.ndarray) -> np.ndarray:
+    """``samples`` from the start of their first speech to the end of their last."""
+    from callmood.segment import speech_segments
+
+    found = speech_segments(samples)
+    return samples[int(found[0][0] * SAMPLE_RATE) : int(found[-1][1] * SAMPLE_RATE)]
+
+
 def build_two_party_call(
     ravdess_dir: Path, *, turns: int = 6, pause_seconds: float = 1.0
 ) -> tuple[np.ndarray, list[tuple[str, float, float]]]:

@@ -6,7 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from analysis_fixtures import build_two_party_call, make_random_package, ravdess_clip, write_audio
+from analysis_fixtures import (
+    build_two_party_call,
+    make_random_package,
+    ravdess_clip,
+    trimmed,
+    write_audio,
+)
 from conftest import REPO_ROOT
 from fixtures_audio import g711_wav_bytes
 
@@ -163,6 +169,32 @@ def test_window_probabilities_equal_predicting_each_window_on_its_own(
     )
     fast = np.array([[w.raw_probabilities[label] for label in model.labels] for w in windows])
     np.testing.assert_allclose(fast, alone, atol=1e-5)
+
+
+def test_smoothing_averages_windows_of_one_turn_only(ravdess_dir, model, tmp_path):
+    # Two customer turns, each several windows long, 4 s apart: the default centred
+    # average over 3 windows never mixes the two turns, and a turn's first and last
+    # windows are averaged with the one neighbour they have.
+    codes = ("05-02-01-01", "01-01-02-01", "04-02-01-02")
+    pause = np.zeros(int(0.3 * SAMPLE_RATE), np.float32)
+    turn = np.concatenate(
+        [part for code in codes for part in (trimmed(ravdess_clip(ravdess_dir, 3, code)), pause)]
+    )
+    customer = np.concatenate([turn, np.zeros(4 * SAMPLE_RATE, np.float32), turn])
+    path = write_audio(tmp_path / "turns.flac", np.stack([customer, np.zeros_like(customer)]))
+    options = AnalysisOptions(smoothing_windows=3, keep_raw_probabilities=True)
+    result = analyze_call(path, options, model=model)
+    speech, windows = result.speakers["customer"].speech, result.speakers["customer"].windows
+    assert len(speech) == 2
+    in_turns = [[w for w in windows if s.start <= w.start < s.end] for s in speech]
+    assert sum(len(inside) for inside in in_turns) == len(windows)
+    for inside in in_turns:
+        assert len(inside) >= 3
+        raw = np.array([[w.raw_probabilities[label] for label in model.labels] for w in inside])
+        for index, window in enumerate(inside):
+            expected = raw[max(0, index - 1) : index + 2].mean(axis=0)
+            smoothed = [window.probabilities[label] for label in model.labels]
+            np.testing.assert_allclose(smoothed, expected, atol=2e-6)
 
 
 def test_too_short_call_is_refused_with_its_length(model, tmp_path):

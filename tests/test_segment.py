@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from analysis_fixtures import ravdess_clip
+from analysis_fixtures import ravdess_clip, trimmed
 
 from callmood.audio import SAMPLE_RATE
 from callmood.segment import (
@@ -24,10 +24,7 @@ def silence(seconds):
 @pytest.fixture(scope="module")
 def clip(ravdess_dir):
     """A RAVDESS clip trimmed to its speech (the clip's own silences cut off)."""
-    samples = ravdess_clip(ravdess_dir, 5, "01-01-01-01")
-    stretches = speech_segments(samples)
-    start, end = stretches[0][0], stretches[-1][1]
-    return samples[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
+    return trimmed(ravdess_clip(ravdess_dir, 5, "01-01-01-01"))
 
 
 @pytest.mark.parametrize("method", ["webrtc", "energy"])

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from analysis_fixtures import build_two_party_call, make_random_package, ravdess_clip, write_audio
+from analysis_fixtures import (
+    build_two_party_call,
+    make_random_package,
+    ravdess_clip,
+    trimmed,
+    write_audio,
+)
 
 from callmood.alerts import RuleSet, evaluate_rules
 from callmood.analysis import AnalysisError, AnalysisOptions, StreamingAnalyzer, analyze_call
 from callmood.audio import SAMPLE_RATE
 from callmood.inference import EmotionModel
-from callmood.segment import FRAME_SECONDS, speech_segments
+from callmood.segment import FRAME_SECONDS
 
 
 @pytest.fixture(scope="module")
@@ -104,11 +110,6 @@ def test_stream_emits_windows_and_alert_openings_before_the_call_ends(call, mode
     assert all(opened[i] < closed[i] for i in opened)
 
 
-def trimmed(samples):
-    found = speech_segments(samples)
-    return samples[int(found[0][0] * SAMPLE_RATE) : int(found[-1][1] * SAMPLE_RATE)]
-
-
 def test_a_window_is_emitted_as_soon_as_its_audio_is_in(ravdess_dir, model):
     # Live speech as a caller would send it: sentences with short pauses, then a
     # longer pause, in 100 ms chunks; no smoothing, so nothing waits for later windows.
@@ -135,6 +136,34 @@ def test_a_window_is_emitted_as_soon_as_its_audio_is_in(ravdess_dir, model):
     # the pause that ends the stretch (max_gap_seconds, 0.5 s).
     short = [delay for window, delay in delays if window.end - window.start < 3.0]
     assert all(delay < 0.5 + 0.1 + FRAME_SECONDS for delay in short)
+
+
+def test_a_turns_last_window_is_emitted_when_the_turn_ends(ravdess_dir, model):
+    # With smoothing 3 a window waits for the speaker's next window, but only within
+    # its turn: the turn's last window goes out once the VAD has heard the turn end
+    # (max_gap_seconds of non-speech), not when the speaker's next turn starts.
+    codes = ["05-02-01-01", "01-01-02-01", "04-02-01-02"]
+    sentences = [trimmed(ravdess_clip(ravdess_dir, 4, code)) for code in codes]
+    pause = np.zeros(int(0.3 * SAMPLE_RATE), np.float32)
+    turn = np.concatenate([part for sentence in sentences for part in (sentence, pause)])
+    audio = np.concatenate([turn, np.zeros(8 * SAMPLE_RATE, np.float32), turn])
+    options = AnalysisOptions(smoothing_windows=3)
+    analyzer = StreamingAnalyzer(options, model, RuleSet())
+    chunk, silent = SAMPLE_RATE // 10, np.zeros(SAMPLE_RATE // 10, np.float32)
+    emitted = []  # (window, seconds of audio fed when it arrived)
+    for first in range(0, len(audio), chunk):
+        piece = audio[first : first + chunk]
+        for event in analyzer.feed({"customer": piece, "agent": silent[: len(piece)]}):
+            if event.event == "window":
+                emitted.append((event.window, (first + len(piece)) / SAMPLE_RATE))
+    analyzer.close()
+    first_turn, second_turn = analyzer.result().speakers["customer"].speech
+    in_first = [(window, at) for window, at in emitted if window.start < first_turn.end]
+    assert len(in_first) >= 3  # the turn has windows before its last one to smooth with
+    last, arrived = max(in_first, key=lambda item: item[0].start)
+    assert last.end >= first_turn.end - 1.0  # really the turn's last window
+    assert arrived - first_turn.end < options.vad.max_gap_seconds + 0.1 + FRAME_SECONDS
+    assert arrived < second_turn.start - 5
 
 
 def test_stream_memory_stays_bounded_by_the_window(call, model):

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -33,7 +33,7 @@ from callmood.results import (
     WindowEvent,
     WindowResult,
 )
-from callmood.segment import SpeechWindower, VadOptions, VoiceActivityDetector
+from callmood.segment import SpeechWindower, VadOptions, VoiceActivityDetector, Window
 
 #: Shorter calls are refused: there is not enough audio to say anything.
 MIN_CALL_SECONDS = 1.0
@@ -54,8 +54,9 @@ class AnalysisOptions(BaseModel):
     employees' emotions at work is prohibited. ``mono`` analyses channel 0 as one
     mixed speaker (``"mixed"``). Window and hop lengths are seconds;
     ``window_seconds=None`` uses the model's own window. ``smoothing_windows`` is
-    the width of the centred moving average over each speaker's window
-    probabilities (1 = none).
+    the width of the centred moving average over the window probabilities of
+    each stretch of a speaker's speech (a turn; 1 = none): turns are never
+    averaged together.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -131,6 +132,23 @@ def parse_channel_mapping(text: str) -> dict[str, int]:
     return mapping
 
 
+class _WindowItem(NamedTuple):
+    """A window waiting for its prediction."""
+
+    start: int  # samples
+    end: int
+    peak: float  # dBFS
+    rms: float
+    stretch: int  # start (samples) of the speech stretch it was laid over
+
+
+class _Predicted(NamedTuple):
+    """A predicted window waiting to be smoothed."""
+
+    window: _WindowItem
+    probabilities: np.ndarray
+
+
 @dataclass
 class _Span:
     """Overlapping windows of one speaker, cut from one stretch of audio: features once."""
@@ -138,8 +156,7 @@ class _Span:
     speaker: str
     start: int  # sample index of audio[0]
     audio: np.ndarray
-    windows: list[tuple[int, int, float, float]] = field(default_factory=list)
-    # (start, end, peak dBFS, rms dBFS) of each window, in time order
+    windows: list[_WindowItem] = field(default_factory=list)  # in time order
 
 
 class _Channel:
@@ -155,6 +172,9 @@ class _Channel:
         self.speech: list[SpeechStretch] = []
         self.peak_dbfs = _SILENCE_DBFS
         self.reported = 0  # stretches already passed to the rule engine
+        # Start (samples) of the last stretch the VAD has closed: every stretch from
+        # before it is complete, with all its windows.
+        self.closed_stretch = -1
 
 
 class StreamingAnalyzer:
@@ -223,9 +243,7 @@ class StreamingAnalyzer:
             strict=rule_set is not DEFAULT_RULES,
         )
         self._queue: list[_Span] = []
-        self._raw: dict[str, list[tuple[int, int, np.ndarray, float, float]]] = {
-            s: [] for s in self.analyzed
-        }
+        self._raw: dict[str, list[_Predicted]] = {s: [] for s in self.analyzed}
         self._raw_emitted = dict.fromkeys(self.analyzed, 0)
         self.windows: dict[str, list[WindowResult]] = {s: [] for s in self.analyzed}
         self.closed = False
@@ -297,29 +315,34 @@ class StreamingAnalyzer:
 
     def _push(self, channel: _Channel, samples: np.ndarray, *, final: bool) -> None:
         if len(samples):
-            channel.buffer = np.concatenate([channel.buffer, samples])
             channel.received += len(samples)
+            if channel.windower is not None:  # no window will ever need the others' audio
+                channel.buffer = (
+                    np.concatenate([channel.buffer, samples]) if len(channel.buffer) else samples
+                )
         detector = channel.detector
         finished = detector.flush() if final else detector.push(samples)
-        windows = []
+        windows: list[tuple[Window, int]] = []  # with the start of their stretch
         for start, end in finished:
             channel.speech.append(SpeechStretch(start=start / SAMPLE_RATE, end=end / SAMPLE_RATE))
+            channel.closed_stretch = start
             if channel.windower is not None:
                 reach = min(end + detector.trailing_samples, detector.labelled_samples)
-                windows += channel.windower.finish(start, end, reach)
+                windows += [(w, start) for w in channel.windower.finish(start, end, reach)]
         open_stretch = detector.open_stretch
         if open_stretch is not None and channel.windower is not None and not final:
             # Windows as soon as their audio is labelled (the stretch is open, so that
             # audio is speech or a pause that may yet be bridged), not when speech resumes.
-            windows += channel.windower.grow(open_stretch[0], detector.labelled_samples)
+            grown = channel.windower.grow(open_stretch[0], detector.labelled_samples)
+            windows += [(w, open_stretch[0]) for w in grown]
         spans: list[_Span] = []
-        for window in windows:
+        for window, stretch in windows:
             audio = channel.buffer[
                 window.start - channel.buffer_start : window.end - channel.buffer_start
             ]
             peak, rms = _levels(audio)
             channel.peak_dbfs = max(channel.peak_dbfs, peak)
-            item = (window.start, window.end, peak, rms)
+            item = _WindowItem(window.start, window.end, peak, rms, stretch)
             if len(audio) < self.window_samples:  # a short stretch: centred in zeros, alone
                 spans.append(_Span(channel.speaker, window.start, audio, [item]))
             elif (
@@ -335,7 +358,8 @@ class StreamingAnalyzer:
             else:
                 spans.append(_Span(channel.speaker, window.start, audio, [item]))
         # The spans are views of the buffer: it is only ever replaced, never written to,
-        # and they are predicted before this feed returns.
+        # and they are predicted before this feed returns. (The buffer may itself be the
+        # chunk fed in: feed() passes its own clipped copy, analyze_call a decoded block.)
         self._queue += spans
         self._trim(channel)
 
@@ -387,25 +411,40 @@ class StreamingAnalyzer:
                     for first in range(0, len(features), size)
                 ]
             )
-            windows = [(span.speaker, *item) for span in pending for item in span.windows]
-            for (speaker, start, end, peak, rms), probs in zip(windows, probabilities, strict=True):
-                self._raw[speaker].append((start, end, probs, peak, rms))
+            windows = [(span.speaker, item) for span in pending for item in span.windows]
+            for (speaker, item), probs in zip(windows, probabilities, strict=True):
+                self._raw[speaker].append(_Predicted(item, probs))
         for speaker in self.analyzed:
             events += self._smooth(speaker, final=False)
         return events
 
     def _smooth(self, speaker: str, *, final: bool) -> list[WindowEvent | AlertEvent]:
-        # Centred moving average over the speaker's window sequence: window i is
-        # final once window i + half exists (or the call ended).
+        # Centred moving average over the speaker's windows of one speech stretch (a
+        # turn), never across a pause the VAD did not bridge: window i is final once
+        # window i + half of its stretch exists, or once the VAD has closed the stretch
+        # (then, as at the end of the call, with the neighbours it has). So the last
+        # window of a turn goes out when the turn ends, not when the speaker's next
+        # turn starts, which in a live call can be many seconds later.
         half = self.options.smoothing_windows // 2
         raw = self._raw[speaker]
         emitted = self._raw_emitted[speaker]  # index in `raw` of the next window to emit
+        closed = self.channels[speaker].closed_stretch
         events: list[WindowEvent | AlertEvent] = []
-        while emitted < len(raw) and (final or emitted + half < len(raw)):
-            start, end, probs, peak, rms = raw[emitted]
-            neighbours = [item[2] for item in raw[max(0, emitted - half) : emitted + half + 1]]
+        while emitted < len(raw):
+            item, probabilities = raw[emitted]
+            stretch = item.stretch
+            ahead = emitted + half < len(raw) and raw[emitted + half].window.stretch == stretch
+            if not (final or ahead or stretch <= closed):
+                break
+            neighbours = [
+                other.probabilities
+                for other in raw[max(0, emitted - half) : emitted + half + 1]
+                if other.window.stretch == stretch
+            ]
             smoothed = np.mean(neighbours, axis=0)
-            window = self._window_result(speaker, start, end, smoothed, probs, peak, rms)
+            window = self._window_result(
+                speaker, item.start, item.end, smoothed, probabilities, item.peak, item.rms
+            )
             self.windows[speaker].append(window)
             events.append(WindowEvent(at=window.end, window=window))
             events += self.engine.on_window(window)
@@ -512,8 +551,10 @@ def _levels(audio: np.ndarray) -> tuple[float, float]:
     """Peak and RMS level of ``audio`` in dBFS."""
     if len(audio) == 0:
         return _SILENCE_DBFS, _SILENCE_DBFS
-    peak = float(np.max(np.abs(audio)))
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    # No abs() or float64 copies: a float32 dot product is exact enough for a level
+    # reported to 0.01 dB, and this runs for every window.
+    peak = max(float(audio.max()), -float(audio.min()))
+    rms = float(np.sqrt(float(np.dot(audio, audio)) / len(audio)))
     return _dbfs(peak), _dbfs(rms)
 
 

@@ -89,17 +89,24 @@ def frame_levels(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 _WINDOW = np.hanning(FRAME_SAMPLES).astype(np.float32)
 _FREQS = np.fft.rfftfreq(FRAME_SAMPLES, 1 / SAMPLE_RATE)
-_BAND = (_FREQS >= 150) & (_FREQS <= 4000)
+# The speech band (150-4000 Hz) is a contiguous run of bins: a slice, not a fancy-index copy.
+_BAND_BINS = np.flatnonzero((_FREQS >= 150) & (_FREQS <= 4000))
+_BAND = slice(int(_BAND_BINS[0]), int(_BAND_BINS[-1]) + 1)
 
 
 def _spectral_gates(frames: np.ndarray, options: VadOptions) -> np.ndarray:
     # Why: WebRTC VAD (and plain energy) call any loud steady noise speech;
     # speech is spectrally peaky and concentrated in the speech band.
+    # float32 throughout (complex64 spectrum): the gates are thresholds, not measurements.
     spectrum = scipy.fft.rfft(frames * _WINDOW, axis=1)
-    power = spectrum.real**2 + spectrum.imag**2 + 1e-12
-    flatness = np.exp(np.mean(np.log(power), axis=1)) / np.mean(power, axis=1)
-    band_share = power[:, _BAND].sum(axis=1) / power.sum(axis=1)
-    return (flatness <= options.max_flatness) & (band_share >= options.min_band_share)
+    power = spectrum.real**2
+    power += spectrum.imag**2
+    power += np.float32(1e-12)
+    total = power.sum(axis=1)
+    # Flatness = geometric mean / arithmetic mean of the power spectrum.
+    flatness = np.exp(np.log(power).mean(axis=1)) * (power.shape[1] / total)
+    band = power[:, _BAND].sum(axis=1)
+    return (flatness <= options.max_flatness) & (band >= options.min_band_share * total)
 
 
 class VoiceActivityDetector:
@@ -128,6 +135,9 @@ class VoiceActivityDetector:
         self._last_speech = -1  # last speech frame of the open candidate
         self._max_gap_frames = int(round(self.options.max_gap_seconds / FRAME_SECONDS))
         self._min_speech_frames = int(round(self.options.min_speech_seconds / FRAME_SECONDS))
+        # A frame is loud when its RMS reaches the threshold, i.e. its sum of squares
+        # reaches this (compared without a square root per frame).
+        self._loud_energy = FRAME_SAMPLES * 10 ** (self.options.energy_threshold_dbfs / 10)
 
     @property
     def settled_samples(self) -> int:
@@ -174,8 +184,9 @@ class VoiceActivityDetector:
         """
         if len(frames) == 0:
             return np.zeros(0, dtype=bool)
-        rms = np.sqrt(np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / FRAME_SAMPLES)
-        loud = rms >= 10 ** (self.options.energy_threshold_dbfs / 20)
+        # Sum of squares in float32 (SIMD, no float64 copy) against the threshold's
+        # energy: a level gate needs no more precision than that.
+        loud = np.einsum("ij,ij->i", frames, frames) >= self._loud_energy
         speech = loud.copy()
         if self._vad is not None:
             speech &= self._webrtc(frames, loud)
@@ -199,17 +210,22 @@ class VoiceActivityDetector:
         decided = max(int(loud_at[-1]) + 1 if len(loud_at) else 0, len(known) - _VAD_CONTEXT_FRAMES)
         heard_held = np.flatnonzero(heard[: min(held, decided)])
         heard_new = np.flatnonzero(heard[held:decided])
-        pcm = np.concatenate([self._undecided[heard_held], frames[heard_new]])
-        pcm = (np.clip(pcm, -1.0, 1.0) * 32767).astype("<i2")
+        # The frames heard, gathered once into one buffer and converted in place.
+        pcm = np.empty((len(heard_held) + len(heard_new), FRAME_SAMPLES), dtype=np.float32)
+        np.take(self._undecided, heard_held, axis=0, out=pcm[: len(heard_held)])
+        np.take(frames, heard_new, axis=0, out=pcm[len(heard_held) :])
+        np.clip(pcm, -1.0, 1.0, out=pcm)
+        pcm *= 32767
+        pcm16 = pcm.astype("<i2")
         self._undecided = np.concatenate(
             [self._undecided[min(held, decided) :], frames[max(0, decided - held) :]]
         )
-        # One bytes object and zero-copy views of it rather than a copy per frame.
-        view, size = memoryview(pcm.tobytes()), 2 * FRAME_SAMPLES
+        # Zero-copy views of one buffer rather than a bytes copy per frame.
+        view, size = memoryview(pcm16.reshape(-1).view(np.uint8)), 2 * FRAME_SAMPLES
         process, handle, rate = self._process, self._vad._vad, SAMPLE_RATE
         verdicts = [
-            process(handle, rate, view[i * size : (i + 1) * size], FRAME_SAMPLES)
-            for i in range(len(pcm))
+            process(handle, rate, view[offset : offset + size], FRAME_SAMPLES)
+            for offset in range(0, len(view), size)
         ]
         webrtc = np.zeros(len(frames), dtype=bool)
         webrtc[heard_new] = verdicts[len(heard_held) :]  # held frames are quiet: state only
