@@ -71,6 +71,17 @@ def test_missing_or_broken_model_directories_are_clear_errors(tmp_path):
         EmotionModel.load(tmp_path, backend="tensorflow")
 
 
+def test_a_speaker_normalised_model_is_refused_for_analysis(tmp_path):
+    import json
+
+    directory = make_random_package(tmp_path / "speaker-normalised")
+    meta = json.loads((directory / "model.json").read_text())
+    (directory / "model.json").write_text(json.dumps({**meta, "speaker_normalization": True}))
+
+    with pytest.raises(CallmoodError, match="speaker_normalization"):
+        EmotionModel.load(directory)
+
+
 def test_pad_centered_keeps_the_audio_in_the_middle():
     padded = pad_centered(np.ones(4, np.float32), 10)
     assert padded.tolist() == [0, 0, 0, 1, 1, 1, 1, 0, 0, 0]

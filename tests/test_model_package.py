@@ -118,7 +118,10 @@ def test_onnx_graph_agrees_with_torch_for_any_batch_and_length(saved):
 def test_onnx_export_carries_the_optional_layers(tmp_path):
     require_onnx_export()
     model = _trained_looking_model(
-        attention_pooling=True, positional_encoding="sinusoidal", cnn_time_pool="max"
+        attention_pooling=True,
+        positional_encoding="sinusoidal",
+        cnn_time_pool="max",
+        statistics_branch=True,
     ).eval()
     path = export_onnx_model(model, tmp_path / "options.onnx")
     assert verify_onnx_model(model, path, frames=(301, 57)) < 1e-4

@@ -102,6 +102,7 @@ def test_padded_batch_with_lengths_is_close_to_clips_alone():
     "options",
     [
         {"attention_pooling": True},
+        {"statistics_branch": True},
         {"positional_encoding": "sinusoidal"},
         {"cnn_time_pool": "max"},
         {"cnn_dropout": 0.1, "transformer_dropout": 0.1, "transformer_layers": 2},
@@ -155,6 +156,7 @@ def test_config_round_trips_and_rejects_unknown_options():
     [
         ({"transformer_heads": 0}, "transformer_heads"),
         ({"num_classes": "eight"}, "num_classes"),
+        ({"statistics_branch": "yes"}, "statistics_branch"),
         ({"cnn_dropout": 1.5}, "cnn_dropout"),
         ({"cnn_channels": [16, 32]}, "cnn_channels"),
         ({"num_features": 20}, "num_features"),
@@ -198,3 +200,16 @@ def test_learns_to_tell_angry_from_neutral_on_real_clips(ravdess_dir):
             if accuracy == 1.0:
                 break
     assert accuracy == 1.0
+
+
+def test_statistics_branch_ignores_padding():
+    model = _model(statistics_branch=True).eval()
+    clip = torch.randn(1, 40, 120)
+    padded = torch.cat([clip, torch.zeros(1, 40, 180)], dim=2)
+    from callmood.models.parallel_cnn_transformer import time_statistics
+
+    with torch.no_grad():
+        alone = time_statistics(clip)
+        masked = time_statistics(padded, torch.arange(300)[None] < 120)
+    torch.testing.assert_close(masked, alone)
+    assert model.classifier.in_features == _model().classifier.in_features + 80

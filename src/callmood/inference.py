@@ -131,6 +131,16 @@ class EmotionModel:
                 + (hint if directory == default_model_dir() else "")
             )
         meta = read_model_metadata(directory)
+        if meta.get("speaker_normalization"):
+            # Its inputs must be standardised with statistics of the speaker's whole (and
+            # emotionally varied) speech, which a call does not provide; fed plain features it
+            # would answer confidently and wrongly.
+            raise ModelLoadError(
+                f"{directory} was trained with speaker_normalization, which needs each "
+                "speaker's statistics over all their clips; it can be tested with "
+                "`callmood evaluate --model` but not used to analyse calls. Train with "
+                "speaker_normalization: false for analysis."
+            )
         common = dict(
             name=str(meta.get("name", directory.name)),
             labels=tuple(meta["labels"]),

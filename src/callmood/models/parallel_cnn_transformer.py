@@ -50,6 +50,10 @@ class ModelConfig:
     transformer_dropout: float = 0.4
     positional_encoding: str = "none"  # the published model has none
     attention_pooling: bool = False  # learned weights over time instead of the plain mean
+    # Mean and standard deviation of every normalised input feature over the clip, joined to
+    # the branches' outputs (x-vector style statistics pooling): the utterance-level
+    # "functionals" that classic SER systems classify are then one linear layer away.
+    statistics_branch: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -92,10 +96,9 @@ class ModelConfig:
                 f"positional_encoding must be one of {POSITIONAL_ENCODINGS}, "
                 f"got {self.positional_encoding!r}"
             )
-        if not isinstance(self.attention_pooling, bool):
-            problems.append(
-                f"attention_pooling must be true or false, got {self.attention_pooling!r}"
-            )
+        for flag in ("attention_pooling", "statistics_branch"):
+            if not isinstance(getattr(self, flag), bool):
+                problems.append(f"{flag} must be true or false, got {getattr(self, flag)!r}")
         if problems:
             raise ModelInputError("invalid model config: " + "; ".join(problems))
 
@@ -246,6 +249,23 @@ def sinusoidal_positions(frames: int, width: int, device: torch.device) -> torch
     return encoding
 
 
+def time_statistics(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean and standard deviation over time of (B, F, T) features -> (B, 2F).
+
+    `mask` (B, T) marks real frames; padded frames are left out.
+    """
+    if mask is None:
+        mean = x.mean(-1)
+        variance = (x - mean[..., None]).square().mean(-1)
+    else:
+        weights = mask[:, None, :].to(x.dtype)
+        count = weights.sum(-1).clamp(min=1)
+        mean = (x * weights).sum(-1) / count
+        variance = ((x - mean[..., None]).square() * weights).sum(-1) / count
+    # The epsilon keeps the gradient of sqrt finite for a constant feature.
+    return torch.cat([mean, (variance + 1e-5).sqrt()], dim=1)
+
+
 class ParallelCNNTransformer(nn.Module):
     """Features (B, num_features, frames) -> emotion logits (B, num_classes), for any frames.
 
@@ -266,6 +286,7 @@ class ParallelCNNTransformer(nn.Module):
             self.conv_branch1.output_size
             + self.conv_branch2.output_size
             + self.transformer_branch.output_size
+            + (2 * num_features if self.config.statistics_branch else 0)
         )
         self.classifier = nn.Linear(joined, self.config.num_classes)
         logger.info("ParallelCNNTransformer: %d parameters", self.num_parameters())
@@ -311,7 +332,7 @@ class ParallelCNNTransformer(nn.Module):
         """
         self._check(features)
         x = (features - self.feature_mean[:, None]) / self.feature_std[:, None]  # (B, F, T)
-        cnn_mask = transformer_mask = None
+        cnn_mask = transformer_mask = frame_mask = None
         if lengths is not None:
             lengths = torch.as_tensor(lengths, device=features.device)
             if lengths.shape != (features.shape[0],):
@@ -325,15 +346,15 @@ class ParallelCNNTransformer(nn.Module):
             pool = self.config.transformer_time_pool
             tokens = torch.div(lengths, pool, rounding_mode="floor").clamp(min=1)
             transformer_mask = frame_index[None, :] < tokens[:, None]
-        joined = torch.cat(
-            [
-                self.conv_branch1(x, cnn_mask),
-                self.conv_branch2(x, cnn_mask),
-                self.transformer_branch(x, transformer_mask),
-            ],
-            dim=1,
-        )  # (B, 2 * C * F/32 + F)
-        return self.classifier(joined)
+            frame_mask = frame_index[None, :] < lengths[:, None]
+        parts = [
+            self.conv_branch1(x, cnn_mask),
+            self.conv_branch2(x, cnn_mask),
+            self.transformer_branch(x, transformer_mask),
+        ]
+        if self.config.statistics_branch:
+            parts.append(time_statistics(x, frame_mask))
+        return self.classifier(torch.cat(parts, dim=1))  # (B, 2 * C * F/32 + F [+ 2F])
 
     def _check(self, features: torch.Tensor) -> None:
         if torch.compiler.is_compiling():  # shapes are symbolic while exporting

@@ -1,0 +1,83 @@
+"""A classic reference for `callmood evaluate`: utterance functionals + SVM, speaker-independent.
+
+Each clip becomes the mean, standard deviation, 10th and 90th percentile of
+each of its features over time plus the standard deviation of their frame
+deltas (5 x 40 values for 40 MFCCs), and an RBF SVM (C = 10, balanced class
+weights) is trained leave-one-speaker-out, with and without speaker
+normalisation (each speaker's functionals standardised with their own mean and
+std: the transductive protocol of docs/training.md). It shows what the
+features carry before any network sees them.
+
+Usage: python scripts/functionals_svm.py configs/emodb7_medium.yaml
+(needs scikit-learn, part of the `test` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from callmood.training.config import load_training_config
+from callmood.training.evaluate import prepare_clip_set
+from callmood.training.metrics import classification_metrics
+
+
+def functionals(features: torch.Tensor) -> np.ndarray:
+    """Mean, std, 10th/90th percentile per feature and the std of its deltas: (5 * F,)."""
+    values = features.numpy()
+    deltas = np.diff(values, axis=1)
+    return np.concatenate(
+        [
+            values.mean(1),
+            values.std(1),
+            np.percentile(values, 10, axis=1),
+            np.percentile(values, 90, axis=1),
+            deltas.std(1),
+        ]
+    )
+
+
+def leave_one_speaker_out(
+    x: np.ndarray, targets: np.ndarray, speakers: np.ndarray, classes: tuple[str, ...]
+) -> tuple[float, float]:
+    """Mean UA and WA over folds that each test one speaker."""
+    uas, was = [], []
+    for speaker in np.unique(speakers):
+        test = speakers == speaker
+        scaler = StandardScaler().fit(x[~test])
+        svm = SVC(C=10, class_weight="balanced").fit(scaler.transform(x[~test]), targets[~test])
+        predicted = svm.predict(scaler.transform(x[test]))
+        metrics = classification_metrics(targets[test], predicted, classes)
+        uas.append(metrics.unweighted_average_recall)
+        was.append(metrics.weighted_accuracy)
+    return float(np.mean(uas)), float(np.mean(was))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", type=Path, help="a training config (data, labels, features)")
+    args = parser.parse_args()
+    config = load_training_config(args.config)
+    # Whole, untrimmed, unnormalised clips: the config's data and features only.
+    config = config.model_copy(update={"speaker_normalization": False, "trim_silence_db": None})
+    clips = prepare_clip_set(config)
+    x = np.stack([functionals(f) for f in clips.features])
+    speakers = np.array([row.speaker for row in clips.rows])
+    normalised = x.copy()
+    for speaker in np.unique(speakers):
+        mine = speakers == speaker
+        normalised[mine] = (x[mine] - x[mine].mean(0)) / (x[mine].std(0) + 1e-6)
+    print(f"{len(clips)} clips, {len(np.unique(speakers))} speakers, classes {clips.classes}")
+    print("| protocol | UA | WA |\n|---|---|---|")
+    for name, values in (("plain", x), ("speaker-normalised", normalised)):
+        ua, wa = leave_one_speaker_out(values, clips.targets, speakers, clips.classes)
+        print(f"| leave-one-speaker-out, {name} | {100 * ua:.1f} % | {100 * wa:.1f} % |")
+
+
+if __name__ == "__main__":
+    main()
