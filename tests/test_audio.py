@@ -506,6 +506,39 @@ def test_blocks_of_an_ffmpeg_format_match_the_whole_load_and_select_channels(tmp
     assert all(block.shape == (1, 4000) for block in blocks[:-1])
 
 
+@pytest.mark.parametrize("channels", [None, [1, 0], [1]])
+def test_blocks_at_the_files_own_rate_are_exact_separate_arrays_the_caller_may_keep(
+    tmp_path, channels
+):
+    rng = np.random.default_rng(11)
+    samples = (0.3 * rng.standard_normal((int(3.3 * 16000), 2))).astype(np.float32)
+    samples[100] = [-1.0, 32767 / 32768]  # the extremes of 16-bit PCM
+    path = write(tmp_path / "call.flac", samples, 16000, format="FLAC", subtype="PCM_16")
+
+    # Kept, not consumed one by one: no block may be overwritten by the next.
+    blocks = list(iter_audio_blocks(path, block_seconds=1.0, channels=channels))
+
+    whole = load_audio(path, channels=channels).samples
+    assert [block.shape[1] for block in blocks] == [16000, 16000, 16000, 4800]
+    assert all(b.dtype == np.float32 and b.flags.c_contiguous for b in blocks)
+    assert not any(np.shares_memory(a, b) for a, b in zip(blocks, blocks[1:], strict=False))
+    np.testing.assert_array_equal(np.concatenate(blocks, axis=1), whole)
+    expected = samples.T if channels is None else samples.T[channels]
+    np.testing.assert_array_equal(whole, np.round(expected * 32768).clip(-32768, 32767) / 32768)
+
+
+def test_blocks_of_float_files_are_clipped_and_checked_only_in_the_channels_kept(tmp_path):
+    samples = np.stack([tone(200, 1.0, 16000, amplitude=1.5), tone(300, 1.0, 16000)], axis=1)
+    samples[12000, 1] = np.nan
+    path = write(tmp_path / "float.wav", samples, 16000, subtype="FLOAT")
+
+    left = np.concatenate(list(iter_audio_blocks(path, block_seconds=0.3, channels=[0])), axis=1)
+
+    np.testing.assert_array_equal(left[0], np.clip(samples[:, 0], -1.0, 1.0))
+    with pytest.raises(InvalidSamplesError, match=r"1 samples .*first at 0\.750 s, channel 0"):
+        list(iter_audio_blocks(path, block_seconds=0.3, channels=[1, 0]))
+
+
 def test_blocks_keep_memory_bounded_for_long_files(tmp_path):
     path = write(tmp_path / "long.wav", tone(300, 300.0, 16000, amplitude=0.1), 16000)
     block_bytes = 5 * 16000 * 4  # float32 samples of one 5 s block; the file holds 60

@@ -47,6 +47,13 @@ _OGG_TAIL_BYTES = 2 * 65536
 _SNIFF_BYTES = 64
 # libsndfile's frame count for a stream whose length it cannot tell (SF_COUNT_MAX).
 _UNKNOWN_FRAMES = 2**62
+# Subtypes libsndfile decodes from integers (PCM, companded, ADPCM, lossless) and turns
+# into float by scaling with 1/2**(bits - 1): never NaN or infinite, never beyond [-1, 1].
+# Lossy float decoders (Vorbis, Opus, MPEG) and float files are not in the list.
+_INTEGER_SUBTYPES = frozenset(
+    {"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "ULAW", "ALAW", "IMA_ADPCM",
+     "MS_ADPCM", "GSM610", "ALAC_16", "ALAC_20", "ALAC_24", "ALAC_32"}
+)  # fmt: skip
 
 
 class AudioError(CallmoodError):
@@ -381,6 +388,7 @@ class _SoundfileDecoder:
             codec=file.subtype,
         )
         self.declared_frames = int(file.frames)
+        self.integer_samples = file.subtype in _INTEGER_SUBTYPES
         self.frame_tolerance = 0
         if file.format == "MP3":
             self.frame_tolerance = _MP3_LENGTH_TOLERANCE_FRAMES + int(
@@ -398,11 +406,26 @@ class _SoundfileDecoder:
         except (soundfile.LibsndfileError, RuntimeError, ValueError) as error:
             raise _decode_failed(self.source, error) from error
 
-    def blocks(self, frames_per_block: int) -> Iterator[np.ndarray]:
-        """Successive (frames, channels) float32 blocks of at most ``frames_per_block``."""
+    def blocks(self, frames_per_block: int, *, reuse: bool = False) -> Iterator[np.ndarray]:
+        """Successive (frames, channels) float32 blocks of at most ``frames_per_block``.
+
+        With ``reuse`` every block is a view of one buffer that the next block overwrites:
+        no allocation per block, for callers that copy each block before asking for the next.
+        """
+        buffer: np.ndarray | None = None
         try:
             while True:
-                block = self.file.read(frames_per_block, dtype="float32", always_2d=True)
+                frames = frames_per_block
+                if self.file.seekable():
+                    # As soundfile itself does without ``out=``: never ask past the
+                    # declared end, so the buffer is no bigger than the file.
+                    frames = max(0, min(frames, self.file.frames - self.file.tell()))
+                if not reuse:
+                    block = self.file.read(frames, dtype="float32", always_2d=True)
+                else:
+                    if buffer is None:  # later reads never ask for more than the first
+                        buffer = np.empty((frames, self.channels), np.float32)
+                    block = self.file.read(min(frames, len(buffer)), out=buffer)
                 if len(block) == 0:
                     return
                 yield block
@@ -441,6 +464,8 @@ class _FFmpegDecoder:
         # estimated from the bitrate (ADTS, headerless MP3) is not.
         self.declared_frames = frames if self._length_is_indexed() else None
         self.frame_tolerance = round(_STREAM_LENGTH_TOLERANCE_SECONDS * self.sample_rate)
+        # Converted to float by FFmpeg, whatever the codec: checked like a float file.
+        self.integer_samples = False
         # An estimate is no ground to refuse a file as too long: decode and count instead.
         self.frames = self.declared_frames or None
         format_name = container.format.name.split(",")[0]
@@ -490,7 +515,12 @@ class _FFmpegDecoder:
             return np.zeros((0, self.channels), dtype=np.float32)
         return np.concatenate(parts).astype(np.float32, copy=False)
 
-    def blocks(self, frames_per_block: int) -> Iterator[np.ndarray]:
+    def blocks(self, frames_per_block: int, *, reuse: bool = False) -> Iterator[np.ndarray]:
+        """Successive (frames, channels) float32 blocks of ``frames_per_block``, the last shorter.
+
+        ``reuse`` is accepted as by :meth:`_SoundfileDecoder.blocks`; FFmpeg hands out new
+        frames anyway, so the blocks are never overwritten.
+        """
         pending: list[np.ndarray] = []
         pending_frames = 0
         for part in self._frames():
@@ -634,7 +664,8 @@ def load_audio(
         decoder.close()
     if selected != list(range(decoder.channels)):
         frames = frames[:, selected]
-    _check_finite(audio_source, frames, 0, decoder.sample_rate)
+    if not decoder.integer_samples:
+        _check_finite(audio_source, frames, 0, decoder.sample_rate)
     output_rate = decoder.sample_rate if sample_rate is None else sample_rate
     if output_rate != decoder.sample_rate:
         frames = soxr.resample(
@@ -720,43 +751,85 @@ def _resampled_blocks(
             dtype="float32",
             quality=RESAMPLE_QUALITY,
         )
-    pending: list[np.ndarray] = []
-    pending_frames = 0
+    integer_samples = decoder.integer_samples
+    # Decoded integers are finite and within [-1, 1]; only resampling can overshoot.
+    blocks = _BlockAssembler(
+        len(selected), output_block, clip=stream is not None or not integer_samples
+    )
+    all_channels = selected == list(range(decoder.channels))
     decoded = 0
     try:
-        for block in decoder.blocks(input_block):
-            if selected != list(range(block.shape[1])):
-                block = block[:, selected]  # a copy, and not C-contiguous
-            block = np.ascontiguousarray(block)
-            _check_finite(audio_source, block, decoded, decoder.sample_rate)
+        # Every decoded block is copied (resampled, or straight into an output block)
+        # before the next is read, so the decoder may read them all into one buffer.
+        for block in decoder.blocks(input_block, reuse=True):
+            if not integer_samples:
+                _check_finite(
+                    audio_source,
+                    block,
+                    decoded,
+                    decoder.sample_rate,
+                    None if all_channels else selected,
+                )
             decoded += len(block)
-            if stream is not None:
-                block = stream.resample_chunk(block)
-            pending.append(block)
-            pending_frames += len(block)
-            while pending_frames >= output_block:
-                joined = np.concatenate(pending)
-                yield _to_channels_first(joined[:output_block])
-                rest = joined[output_block:]
-                pending, pending_frames = [rest], len(rest)
+            if stream is None:
+                yield from blocks.add(block, selected)
+            else:
+                # soxr wants the selected channels as one C-contiguous (frames, channels) array.
+                chosen = np.ascontiguousarray(block if all_channels else block[:, selected])
+                yield from blocks.add(stream.resample_chunk(chosen))
         _check_complete(audio_source, decoder, decoded)
         if stream is not None:
-            pending.append(
+            yield from blocks.add(
                 stream.resample_chunk(np.zeros((0, len(selected)), np.float32), last=True)
             )
-        rest = np.concatenate(pending) if pending else np.zeros((0, len(selected)), np.float32)
-        for start in range(0, len(rest), output_block):
-            yield _to_channels_first(rest[start : start + output_block])
+        yield from blocks.finish()
     finally:
         decoder.close()
 
 
-def _to_channels_first(frames: np.ndarray) -> np.ndarray:
-    """(frames, channels) -> contiguous float32 (channels, frames) clipped to [-1, 1]."""
-    # One transposing copy, then clip in place (clipping the transposed view first
-    # would make a Fortran-ordered array that needs a second copy).
-    out = np.array(frames.T, dtype=np.float32, order="C")
-    return np.clip(out, -1.0, 1.0, out=out)
+class _BlockAssembler:
+    """Cuts (frames, channels) pieces of any length into (channels, frames) output blocks.
+
+    Each sample is copied once, transposed (and clipped to [-1, 1] if asked), straight into
+    a new float32 block of ``block_frames``: a yielded block is the caller's to keep.
+    """
+
+    def __init__(self, channels: int, block_frames: int, *, clip: bool) -> None:
+        self.channels = channels
+        self.block_frames = block_frames
+        self.clip = clip
+        self.block: np.ndarray | None = None
+        self.filled = 0
+
+    def add(self, frames: np.ndarray, columns: Sequence[int] | None = None) -> Iterator[np.ndarray]:
+        """Copy ``frames`` (its ``columns``, default all, in order); yield each block filled."""
+        columns = range(self.channels) if columns is None else columns
+        start = 0
+        while start < len(frames):
+            if self.block is None:
+                self.block = np.empty((self.channels, self.block_frames), np.float32)
+                self.filled = 0
+            take = min(self.block_frames - self.filled, len(frames) - start)
+            target = self.block[:, self.filled : self.filled + take]
+            piece = frames[start : start + take]
+            # One channel at a time: a strided read and a contiguous write each, with no
+            # temporary for the channel selection or the transpose.
+            for row, column in enumerate(columns):
+                if self.clip:
+                    np.clip(piece[:, column], -1.0, 1.0, out=target[row])
+                else:
+                    np.copyto(target[row], piece[:, column])
+            self.filled += take
+            start += take
+            if self.filled == self.block_frames:
+                yield self.block
+                self.block = None
+
+    def finish(self) -> Iterator[np.ndarray]:
+        """The last, shorter block, if any (a contiguous copy, not a view of a full one)."""
+        if self.block is not None and self.filled:
+            yield self.block[:, : self.filled].copy()
+        self.block = None
 
 
 # -------------------------------------------------------------------------- checks
@@ -838,8 +911,27 @@ def _check_complete(
         )
 
 
-def _check_finite(source: _Source, frames: np.ndarray, offset: int, sample_rate: int) -> None:
-    """Refuse NaN/Inf samples: resampling and features would smear them everywhere."""
+def _check_finite(
+    source: _Source,
+    frames: np.ndarray,
+    offset: int,
+    sample_rate: int,
+    columns: Sequence[int] | None = None,
+) -> None:
+    """Refuse NaN/Inf samples: resampling and features would smear them everywhere.
+
+    Only ``columns`` (default all) of the (frames, channels) array count; channel numbers
+    in the message are positions among them.
+    """
+    # One pass and no temporaries: a sum is finite only if every sample is. (Huge finite
+    # samples can overflow it too, and NaN in a column not asked for spoils it: both are
+    # sorted out by the exact check below.)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, overflow: expected here
+        total = np.add.reduce(frames, axis=None)
+    if math.isfinite(total):
+        return
+    if columns is not None:
+        frames = frames[:, columns]
     bad = ~np.isfinite(frames)
     if bad.any():
         frame, channel = np.argwhere(bad)[0]
