@@ -8,7 +8,12 @@ test runs on one server never see each other's rows.
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import quote
 
 import pytest
@@ -153,3 +158,35 @@ def make_call_result(
         model=ModelInfo(name="test-model", labels=LABELS, backend="onnx", window_seconds=3.0),
         options={"customer_channel": 0, "agent_channel": 1},
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def serving(app: object, **uvicorn_options: object) -> Iterator[int]:
+    """Serve `app` with a real uvicorn server on a free 127.0.0.1 port in a thread.
+
+    Yields the port once the server accepts connections; stops it on exit.
+    """
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_options)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import httpx
 from conftest import require
-from service_support import make_call_result
+from service_support import free_port, make_call_result
 from typer.testing import CliRunner
 
 from callmood import store
@@ -63,16 +62,10 @@ def test_purge_with_a_bad_database_url_is_one_clear_line(tmp_path):
     assert "nonsense" in outcome.stderr and "Traceback" not in outcome.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_serve_prints_a_new_token_and_requires_it(tmp_path):
     model = os.environ.get("CALLMOOD_MODEL_DIR") or str(default_model_dir())
     require(Path(model, "model.json").is_file(), "no bundled model")
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(CALLMOOD), "serve", "--port", str(port), "--data-dir", str(tmp_path)],
         stderr=subprocess.PIPE,

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import REPO_ROOT, require
+from service_support import serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -46,35 +44,16 @@ ANGRY_CLIPS = (
 TIMEOUT_MS = 120_000
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[str]:
     """A real uvicorn server for the dashboard; yields its base URL."""
-    import uvicorn
-
     from callmood.service.app import create_app
     from callmood.settings import load_settings
 
     data_dir = tmp_path_factory.mktemp("dashboard") / "data"
     app = create_app(load_settings(data_dir=data_dir, auth_token=TOKEN, workers=1))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="auto")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serving(app, ws="auto") as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")

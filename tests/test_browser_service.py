@@ -6,16 +6,13 @@ more than one page of the dashboard's 50, so the counts below are exact.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
-import uvicorn
-from service_support import make_call_result
-from test_browser import TOKEN, free_port, launch, log_in, screenshot
+from service_support import make_call_result, serving
+from test_browser import TOKEN, launch, log_in, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -44,17 +41,8 @@ def server(tmp_path_factory) -> Iterator[str]:
                 name=f"Seeded call {index:02d}",
                 created_at=now - timedelta(minutes=index + 1),
             )
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serving(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")

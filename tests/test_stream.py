@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import require
+from service_support import serving
 
 TOKEN = "stream-test-token"
 
@@ -276,35 +276,13 @@ def test_stereo_stream_analyses_the_customer_channel_only_by_default(
 # ---------------------------------------------------------------------------- real server
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def running_server(data_dir: Path) -> Iterator[str]:
-    """A real uvicorn server for the service on a free 127.0.0.1 port; yields its base URL."""
-    import uvicorn
-
+    """A real uvicorn server for the service on a free 127.0.0.1 port; yields its address."""
     from callmood.service.app import create_app
 
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings_for(data_dir)), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
+    with serving(create_app(settings_for(data_dir))) as port:
         yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture
