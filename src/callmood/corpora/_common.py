@@ -11,6 +11,7 @@ from typing import Any
 
 from callmood.audio import AudioError, EmptyAudioError, NotAudioError, audio_info, load_audio
 from callmood.errors import CallmoodError
+from callmood.labels import from_corpus_label
 from callmood.manifest import ManifestRow
 
 # Called as progress(done, total) while clips are read, for the CLI's progress bar.
@@ -172,6 +173,23 @@ def rows_from_candidates(
             )
         )
     return rows
+
+
+def acted_clip(
+    corpus: str, speaker: str, emotion: str, *, gender: str | None, language: str
+) -> dict[str, Any]:
+    """`describe`'s fields for a clip named with its speaker and the corpus's emotion code.
+
+    The label is the code mapped into callmood's emotions; the code itself is kept as
+    ``original_label``.
+    """
+    return {
+        "speaker": f"{corpus}:{speaker}",
+        "gender": gender,
+        "label": from_corpus_label(corpus, emotion),
+        "original_label": emotion,
+        "language": language,
+    }
 
 
 def no_clips_error(title: str, folder: Path, expected: str) -> CorpusError:

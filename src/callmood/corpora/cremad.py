@@ -23,13 +23,14 @@ from callmood.corpora._common import (
     Candidate,
     CorpusError,
     ProgressCallback,
+    acted_clip,
     corpus_folder,
     iter_files,
     no_clips_error,
     rows_from_candidates,
     stem_of,
 )
-from callmood.labels import CORPUS_LABEL_MAPS, from_corpus_label
+from callmood.labels import CORPUS_LABEL_MAPS
 from callmood.manifest import ManifestRow
 
 CORPUS = "cremad"
@@ -90,14 +91,10 @@ def prepare_cremad(
 
 def _describe(fields: dict[str, str], genders: dict[str, str]) -> dict[str, Any]:
     """A clip's speaker and labels; its gender where the demographics file gives it."""
-    speaker = f"{CORPUS}:{fields['actor']}"
-    return {
-        "speaker": speaker,
-        "gender": genders.get(fields["actor"]),
-        "label": from_corpus_label(CORPUS, fields["emotion"]),
-        "original_label": fields["emotion"],
-        "language": LANGUAGE,
-    }
+    actor = fields["actor"]
+    return acted_clip(
+        CORPUS, actor, fields["emotion"], gender=genders.get(actor), language=LANGUAGE
+    )
 
 
 def _read_genders(path: Path) -> dict[str, str]:

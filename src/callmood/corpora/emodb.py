@@ -22,6 +22,7 @@ from callmood.corpora._common import (
     Candidate,
     CorpusError,
     ProgressCallback,
+    acted_clip,
     corpus_folder,
     iter_files,
     no_clips_error,
@@ -29,7 +30,7 @@ from callmood.corpora._common import (
     stem_of,
     warn,
 )
-from callmood.labels import CORPUS_LABEL_MAPS, from_corpus_label
+from callmood.labels import CORPUS_LABEL_MAPS
 from callmood.manifest import ManifestRow
 
 CORPUS = "emodb"
@@ -128,14 +129,8 @@ def prepare_emodb(
 
 def _describe(candidate: Candidate) -> dict[str, Any]:
     """A clip's speaker, with the gender the EmoDB documentation gives, and labels."""
-    fields = candidate.fields
-    return {
-        "speaker": f"{CORPUS}:{fields['speaker']}",
-        "gender": SPEAKER_GENDERS[fields["speaker"]],
-        "label": from_corpus_label(CORPUS, fields["emotion"]),
-        "original_label": fields["emotion"],
-        "language": LANGUAGE,
-    }
+    speaker, emotion = candidate.fields["speaker"], candidate.fields["emotion"]
+    return acted_clip(CORPUS, speaker, emotion, gender=SPEAKER_GENDERS[speaker], language=LANGUAGE)
 
 
 def read_recognition_rates(path: Path) -> dict[str, float]:

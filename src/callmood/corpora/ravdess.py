@@ -21,13 +21,14 @@ from typing import Any
 from callmood.corpora._common import (
     Candidate,
     ProgressCallback,
+    acted_clip,
     corpus_folder,
     iter_files,
     no_clips_error,
     rows_from_candidates,
     stem_of,
 )
-from callmood.labels import CORPUS_LABEL_MAPS, from_corpus_label
+from callmood.labels import CORPUS_LABEL_MAPS
 from callmood.manifest import ManifestRow
 
 CORPUS = "ravdess"
@@ -83,14 +84,9 @@ def prepare_ravdess(
 
 def _describe(candidate: Candidate) -> dict[str, Any]:
     """A clip's speaker and labels; odd-numbered actors are male."""
-    fields = candidate.fields
-    return {
-        "speaker": f"{CORPUS}:{fields['actor']}",
-        "gender": "male" if int(fields["actor"]) % 2 == 1 else "female",
-        "label": from_corpus_label(CORPUS, fields["emotion"]),
-        "original_label": fields["emotion"],
-        "language": LANGUAGE,
-    }
+    actor, emotion = candidate.fields["actor"], candidate.fields["emotion"]
+    gender = "male" if int(actor) % 2 == 1 else "female"
+    return acted_clip(CORPUS, actor, emotion, gender=gender, language=LANGUAGE)
 
 
 def _parse_file_name(stem: str) -> dict[str, str] | None:

@@ -20,13 +20,14 @@ from typing import Any
 from callmood.corpora._common import (
     Candidate,
     ProgressCallback,
+    acted_clip,
     corpus_folder,
     iter_files,
     no_clips_error,
     rows_from_candidates,
     stem_of,
 )
-from callmood.labels import CORPUS_LABEL_MAPS, from_corpus_label
+from callmood.labels import CORPUS_LABEL_MAPS
 from callmood.manifest import ManifestRow
 
 CORPUS = "tess"
@@ -81,13 +82,9 @@ def prepare_tess(
 def _describe(candidate: Candidate) -> dict[str, Any]:
     """A clip's speaker and labels; both TESS speakers are female."""
     fields = candidate.fields
-    return {
-        "speaker": f"{CORPUS}:{fields['speaker']}",
-        "gender": GENDER,
-        "label": from_corpus_label(CORPUS, fields["emotion"]),
-        "original_label": fields["emotion"],
-        "language": LANGUAGE,
-    }
+    return acted_clip(
+        CORPUS, fields["speaker"], fields["emotion"], gender=GENDER, language=LANGUAGE
+    )
 
 
 def _parse_file_name(stem: str) -> dict[str, str] | None:
