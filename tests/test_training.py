@@ -212,20 +212,17 @@ def test_speaker_normalization_standardises_each_speaker_with_their_own_statisti
         for r, label in zip(rows, labels, strict=True)
         if r.speaker in HELD_OUT_SPEAKERS and label in config.classes
     ]
-    raw = build_clip_set(
-        [k[0] for k in kept],
-        [k[1] for k in kept],
-        config.class_names(),
-        config.feature_config(),
-        keep_waveforms=False,
-    )
-    clips = build_clip_set(
-        [k[0] for k in kept],
-        [k[1] for k in kept],
-        config.class_names(),
-        config.feature_config(),
-        keep_waveforms=True,
-        speaker_normalization=True,
+    # The same clips as they are (raw) and speaker-normalised, with audio to augment.
+    raw, clips = (
+        build_clip_set(
+            [k[0] for k in kept],
+            [k[1] for k in kept],
+            config.class_names(),
+            config.feature_config(),
+            keep_waveforms=normalized,
+            speaker_normalization=normalized,
+        )
+        for normalized in (False, True)
     )
 
     raw_means = []

@@ -115,7 +115,7 @@ def test_held_out_test_prepares_clips_as_a_speaker_normalised_model_was_trained(
     from callmood.features import FeatureExtractor
     from callmood.manifest import read_manifest
     from callmood.models.package import load_model_package
-    from callmood.training.data import decode_clip, speaker_feature_statistics, trim_silence
+    from callmood.training.data import decode_clip, frame_statistics, trim_silence
     from callmood.training.loop import predict_clips
 
     rows = read_manifest(three_speaker_manifest)
@@ -157,7 +157,7 @@ def test_held_out_test_prepares_clips_as_a_speaker_normalised_model_was_trained(
             extractor(torch.from_numpy(trim_silence(decode_clip(r.path), 16000, 35))[None])[0]
             for r in test_rows
         ]
-    mean, std = speaker_feature_statistics(features)
+    mean, std = frame_statistics(features)
     logits = predict_clips(package.model, [(f - mean[:, None]) / std[:, None] for f in features])
     classes = package.labels
     targets = np.array([classes.index(r.label) for r in test_rows])

@@ -7,7 +7,7 @@ extraction dominated the original project's epochs).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,13 +187,22 @@ def build_clip_set(
     return clip_set
 
 
-def speaker_feature_statistics(
-    features: Sequence[torch.Tensor],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-feature mean and standard deviation over every frame of `features` (F, T) maps."""
-    frames = torch.cat([f.double() for f in features], dim=1)
-    mean = frames.mean(1)
-    std = frames.std(1, unbiased=False).clamp(min=1e-4)
+def frame_statistics(features: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and standard deviation over every frame of (F, T) feature maps.
+
+    Running sums in float64, so no frames are concatenated; a constant feature gets a
+    standard deviation of 1e-4, not 0.
+    """
+    total = total_sq = None
+    frames = 0
+    for clip in features:
+        clip = clip.double()
+        sums, squares = clip.sum(1), clip.square().sum(1)
+        total = sums if total is None else total + sums
+        total_sq = squares if total_sq is None else total_sq + squares
+        frames += clip.shape[1]
+    mean = total / frames
+    std = (total_sq / frames - mean.square()).clamp(min=1e-8).sqrt()
     return mean.float(), std.float()
 
 
@@ -211,7 +220,7 @@ def normalize_per_speaker(clips: ClipSet) -> None:
         by_speaker.setdefault(row.speaker, []).append(i)
     per_clip: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(clips)  # type: ignore[list-item]
     for indices in by_speaker.values():
-        mean, std = speaker_feature_statistics([clips.features[i] for i in indices])
+        mean, std = frame_statistics(clips.features[i] for i in indices)
         for i in indices:
             per_clip[i] = (mean, std)
             clips.features[i] = (clips.features[i] - mean[:, None]) / std[:, None]

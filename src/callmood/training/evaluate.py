@@ -271,23 +271,6 @@ def evaluate_cross_corpus(
     )
 
 
-def _normalized_per_speaker(
-    features: list[torch.Tensor], speakers: list[str]
-) -> list[torch.Tensor]:
-    from callmood.training.data import speaker_feature_statistics
-
-    statistics = {
-        speaker: speaker_feature_statistics(
-            [f for f, s in zip(features, speakers, strict=True) if s == speaker]
-        )
-        for speaker in set(speakers)
-    }
-    return [
-        (f - statistics[s][0][:, None]) / statistics[s][1][:, None]
-        for f, s in zip(features, speakers, strict=True)
-    ]
-
-
 def evaluate_saved_model(
     model_dir: Path,
     manifest_path: Path,
@@ -299,43 +282,39 @@ def evaluate_saved_model(
     Labels are mapped into the model's classes as training maps them (calm ->
     neutral for a 4-class model); other clips are left out and counted.
     """
-    from callmood.features import FeatureExtractor
     from callmood.labels import LABEL_SETS, to_label_set
     from callmood.manifest import read_manifest
     from callmood.models.package import load_model_package
-    from callmood.training.data import decode_clip, trim_silence
 
     started = time.perf_counter()
     package = load_model_package(model_dir)
     classes = tuple(package.labels)
     set_name = next((name for name, labels in LABEL_SETS.items() if labels == classes), None)
     rows = read_manifest(manifest_path)
-    kept, targets = [], []
+    kept, labels = [], []
     for row in rows:
         label = to_label_set(row.label, set_name) if set_name else row.label
         if label in classes:
             kept.append(row)
-            targets.append(classes.index(label))
+            labels.append(label)
     if not kept:
         raise EvaluationError(
             f"{manifest_path}: no clip has a label the model predicts ({', '.join(classes)})"
         )
-    extractor = FeatureExtractor(package.feature_config).eval()
-    trim_db = package.metadata.get("trim_silence_db")
-    features = []
-    for i, row in enumerate(kept):
-        waveform = decode_clip(row.path, package.feature_config.sample_rate)
-        if trim_db is not None:
-            # Test clips are prepared exactly as the model's training clips were.
-            waveform = trim_silence(waveform, package.feature_config.sample_rate, trim_db)
-        with torch.no_grad():
-            features.append(extractor(torch.from_numpy(waveform)[None])[0])
-        if progress is not None:
-            progress(i + 1, len(kept))
-    if package.metadata.get("speaker_normalization"):
-        features = _normalized_per_speaker(features, [row.speaker for row in kept])
-    logits = predict_clips(package.model, features)
-    metrics = classification_metrics(np.array(targets), logits.argmax(1), classes)
+    speaker_normalized = bool(package.metadata.get("speaker_normalization"))
+    # Test clips are prepared exactly as the model's training clips were.
+    clips = build_clip_set(
+        kept,
+        labels,
+        classes,
+        package.feature_config,
+        keep_waveforms=False,
+        speaker_normalization=speaker_normalized,
+        trim_silence_db=package.metadata.get("trim_silence_db"),
+        on_clip=(lambda i: progress(i + 1, len(kept))) if progress else None,
+    )
+    logits = predict_clips(package.model, clips.features)
+    metrics = classification_metrics(clips.targets, logits.argmax(1), classes)
     groups = tuple(sorted({row.group for row in kept}))
     outcome = FoldOutcome(
         name="held-out test",
@@ -357,7 +336,7 @@ def evaluate_saved_model(
             + (
                 "; features standardised per speaker with statistics of that speaker's own "
                 "test clips, as the model was trained (transductive)"
-                if package.metadata.get("speaker_normalization")
+                if speaker_normalized
                 else ""
             )
         ),

@@ -19,7 +19,13 @@ from safetensors.torch import load_file, save_file
 from callmood.errors import CallmoodError
 from callmood.training.augment import WaveformAugmenter, mixup, spec_augment
 from callmood.training.config import TrainingConfig
-from callmood.training.data import ClipSet, TrainingDataError, epoch_batches, random_crop
+from callmood.training.data import (
+    ClipSet,
+    TrainingDataError,
+    epoch_batches,
+    frame_statistics,
+    random_crop,
+)
 from callmood.training.metrics import ClassificationMetrics, classification_metrics
 
 LAST_CHECKPOINT = "last.pt"
@@ -73,22 +79,6 @@ def build_model(config: TrainingConfig, num_features: int, num_classes: int) -> 
 
         raise TrainingConfigError(f"model: {error}") from None
     return ParallelCNNTransformer(model_config)
-
-
-def feature_statistics(clips: ClipSet, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-feature mean and standard deviation over every frame of the training clips."""
-    total = None
-    total_sq = None
-    frames = 0
-    for i in indices:
-        features = clips.features[i].double()
-        total = features.sum(1) if total is None else total + features.sum(1)
-        squares = features.square().sum(1)
-        total_sq = squares if total_sq is None else total_sq + squares
-        frames += features.shape[1]
-    mean = total / frames
-    std = (total_sq / frames - mean.square()).clamp(min=1e-8).sqrt()
-    return mean.float(), std.float()
 
 
 def class_weights(counts: np.ndarray) -> torch.Tensor:
@@ -260,7 +250,7 @@ def train_model(
     rng = np.random.default_rng(config.seed)
     model = build_model(config, clips.features[0].shape[0], len(clips.classes))
     # The statistics live in the model as buffers, so the ONNX export normalises too.
-    model.set_normalization(*feature_statistics(clips, train_indices))
+    model.set_normalization(*frame_statistics(clips.features[i] for i in train_indices))
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=config.optimizer.learning_rate,
