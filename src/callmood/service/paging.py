@@ -10,6 +10,11 @@ from dataclasses import dataclass
 
 from starlette.datastructures import URL
 
+#: Calls per page of the API and the dashboard, unless a `limit` says otherwise.
+DEFAULT_PAGE_SIZE = 50
+#: The largest `limit` either accepts.
+MAX_PAGE_SIZE = 500
+
 
 @dataclass(frozen=True)
 class PageOffsets:

@@ -15,7 +15,12 @@ from callmood import store
 from callmood.results import CallResult
 from callmood.service.deps import get_db, get_settings, require_api_token
 from callmood.service.jobs import INCOMING_SUBDIR
-from callmood.service.paging import link_with_offset, page_offsets
+from callmood.service.paging import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    link_with_offset,
+    page_offsets,
+)
 from callmood.service.schemas import (
     CallPage,
     CallSummary,
@@ -112,7 +117,12 @@ def list_calls(
     q: str | None = Query(None, max_length=200, description="Part of the name, or a whole tag."),
     tag: str | None = Query(None, max_length=100, description="Only calls with this tag."),
     offset: int = Query(0, ge=0, description="Skip this many matching calls (paging)."),
-    limit: int = Query(50, ge=1, le=500, description="Calls per page, at most 500."),
+    limit: int = Query(
+        DEFAULT_PAGE_SIZE,
+        ge=1,
+        le=MAX_PAGE_SIZE,
+        description=f"Calls per page, at most {MAX_PAGE_SIZE}.",
+    ),
     session: Session = Depends(get_db),
 ) -> CallPage:
     """Calls newest first, filtered; `total` counts all matches, `next` links the next page."""

@@ -23,7 +23,12 @@ from callmood.labels import EMOTIONS
 from callmood.results import CallResult
 from callmood.service import deps
 from callmood.service.jobs import describe_model
-from callmood.service.paging import link_with_offset, page_offsets
+from callmood.service.paging import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    link_with_offset,
+    page_offsets,
+)
 from callmood.service.routes.stream import PARTIAL_TAG
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
@@ -38,8 +43,6 @@ EXPORT_FORMATS = (
     ("RTTM (speaker segments)", "rttm"),
     ("EmotionML", "emotionml"),
 )
-CALLS_PER_PAGE = 50
-MAX_CALLS_PER_PAGE = 500  # as the API's `limit`
 ALERTS_PER_PAGE = 200
 
 
@@ -194,7 +197,7 @@ def calls_page(
     Filter values that do not parse are ignored (a bad bookmark shows all calls).
     """
     start = _page_number(offset, 0, low=0, high=10**9)
-    per_page = _page_number(limit, CALLS_PER_PAGE, low=1, high=MAX_CALLS_PER_PAGE)
+    per_page = _page_number(limit, DEFAULT_PAGE_SIZE, low=1, high=MAX_PAGE_SIZE)
     filters = {
         "date_from": _optional_date(date_from),
         "date_to": _optional_date(date_to),
@@ -234,7 +237,7 @@ def calls_page(
         calls=calls,
         total=total,
         # A page size from the URL survives filtering; the offset does not (page 1 again).
-        custom_limit=per_page if per_page != CALLS_PER_PAGE else None,
+        custom_limit=per_page if per_page != DEFAULT_PAGE_SIZE else None,
         first_number=start + 1,
         last_number=start + len(calls),
         older_url=link_with_offset(request.url, neighbours.next),
