@@ -1,0 +1,63 @@
+"""Quick look at a recipe change: train and test only the first folds of a protocol.
+
+The comparisons under "What was tried" in docs/results.md were made this way: a
+config, optionally with some top-level keys replaced (JSON), trained on the
+training speakers of each of the first N folds (no validation hold-out, as the
+configs say) and tested on that fold's speakers. It looks at test folds, so its
+numbers choose what to cross-validate in full with `callmood evaluate`; they are
+not results.
+
+Usage:
+  python scripts/first_folds.py configs/emodb7_medium.yaml \\
+      --override '{"speaker_normalization": true}' --folds 4 --protocol loso
+  python scripts/first_folds.py configs/ravdess8_medium.yaml --protocol kfold \\
+      --override '{"speaker_normalization": true, "trim_silence_db": 35}' --folds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from callmood.training.config import load_training_config
+from callmood.training.evaluate import prepare_clip_set
+from callmood.training.folds import grouped_kfold, leave_one_group_out
+from callmood.training.loop import evaluate_clips, train_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", type=Path, help="a training config")
+    parser.add_argument("--override", default="{}", help="JSON object of top-level keys to set")
+    parser.add_argument("--folds", type=int, default=5, help="how many of the first folds to run")
+    parser.add_argument("--protocol", choices=("loso", "kfold"), default="loso")
+    parser.add_argument("--kfolds", type=int, default=6, help="k of the kfold protocol")
+    args = parser.parse_args()
+    config = load_training_config(args.config)
+    config = config.model_validate({**config.model_dump(), **json.loads(args.override)})
+    started = time.perf_counter()
+    clips = prepare_clip_set(config)
+    if args.protocol == "loso":
+        folds = leave_one_group_out(clips.groups)
+    else:
+        folds = grouped_kfold(clips.groups, args.kfolds, corpora=clips.corpora)
+    uas = []
+    for fold in folds[: args.folds]:
+        result = train_model(config, clips, fold.train_indices, np.array([], dtype=np.int64))
+        metrics = evaluate_clips(result.model, clips, fold.test_indices)
+        uas.append(metrics.unweighted_average_recall)
+        print(
+            f"{fold.name}: UA {100 * metrics.unweighted_average_recall:.1f} %, "
+            f"WA {100 * metrics.weighted_accuracy:.1f} %, "
+            f"{time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
+    print(f"mean UA {100 * np.mean(uas):.1f} % over the first {len(uas)} folds, {args.override}")
+
+
+if __name__ == "__main__":
+    main()
