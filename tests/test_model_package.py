@@ -122,6 +122,7 @@ def test_onnx_export_carries_the_optional_layers(tmp_path):
         positional_encoding="sinusoidal",
         cnn_time_pool="max",
         statistics_branch=True,
+        statistics_deltas=True,
     ).eval()
     path = export_onnx_model(model, tmp_path / "options.onnx")
     assert verify_onnx_model(model, path, frames=(301, 57)) < 1e-4

@@ -103,6 +103,7 @@ def test_padded_batch_with_lengths_is_close_to_clips_alone():
     [
         {"attention_pooling": True},
         {"statistics_branch": True},
+        {"statistics_branch": True, "statistics_deltas": True},
         {"positional_encoding": "sinusoidal"},
         {"cnn_time_pool": "max"},
         {"cnn_dropout": 0.1, "transformer_dropout": 0.1, "transformer_layers": 2},
@@ -157,6 +158,7 @@ def test_config_round_trips_and_rejects_unknown_options():
         ({"transformer_heads": 0}, "transformer_heads"),
         ({"num_classes": "eight"}, "num_classes"),
         ({"statistics_branch": "yes"}, "statistics_branch"),
+        ({"statistics_deltas": True}, "statistics_deltas needs statistics_branch"),
         ({"cnn_dropout": 1.5}, "cnn_dropout"),
         ({"cnn_channels": [16, 32]}, "cnn_channels"),
         ({"num_features": 20}, "num_features"),
@@ -213,3 +215,18 @@ def test_statistics_branch_ignores_padding():
         masked = time_statistics(padded, torch.arange(300)[None] < 120)
     torch.testing.assert_close(masked, alone)
     assert model.classifier.in_features == _model().classifier.in_features + 80
+
+
+def test_statistics_deltas_are_the_spread_of_frame_changes_without_padding():
+    from callmood.models.parallel_cnn_transformer import time_statistics
+
+    clip = torch.randn(2, 40, 120)
+    padded = torch.cat([clip, torch.full((2, 40, 180), 7.0)], dim=2)
+    with torch.no_grad():
+        alone = time_statistics(clip, deltas=True)
+        masked = time_statistics(padded, torch.arange(300)[None] < 120, deltas=True)
+    torch.testing.assert_close(masked, alone)
+    expected = (clip[..., 1:] - clip[..., :-1]).std(-1, unbiased=False)
+    torch.testing.assert_close(alone[:, 80:], expected, atol=1e-4, rtol=1e-4)
+    with_deltas = _model(statistics_branch=True, statistics_deltas=True)
+    assert with_deltas.classifier.in_features == _model().classifier.in_features + 120

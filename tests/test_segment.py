@@ -76,6 +76,32 @@ def test_pushing_any_chunk_sizes_gives_the_same_stretches(clip):
     assert [(s / SAMPLE_RATE, e / SAMPLE_RATE) for s, e in found] == whole
 
 
+def test_labelling_ahead_on_another_thread_gives_the_same_stretches(clip):
+    # analyze_call labels each block on its decode thread while the analysis thread
+    # tracks the labels of the block before: both halves of push(), run apart.
+    import queue
+    import threading
+
+    audio = np.concatenate([silence(0.7), clip, silence(0.9), clip, silence(2), clip])
+    whole = speech_segments(audio)
+    detector = VoiceActivityDetector()
+    labelled: queue.Queue = queue.Queue(maxsize=1)
+
+    def label() -> None:
+        for position in range(0, len(audio), 7000):
+            labelled.put(detector.label(audio[position : position + 7000]))
+        labelled.put(None)
+
+    thread = threading.Thread(target=label)
+    thread.start()
+    found = []
+    while (labels := labelled.get()) is not None:
+        found += detector.track(labels)
+    thread.join()
+    found += detector.flush()
+    assert [(s / SAMPLE_RATE, e / SAMPLE_RATE) for s, e in found] == whole
+
+
 def test_frames_are_labelled_as_soon_as_they_are_pushed(clip):
     # No lookahead: the speech heard so far is known at once, exactly as it is labelled
     # once the silence after it has been heard too.

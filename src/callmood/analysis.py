@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, NamedTuple
+from typing import Any, BinaryIO, Literal, NamedTuple, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -256,11 +256,22 @@ class StreamingAnalyzer:
             raise AnalysisError("this stream is closed; start a new StreamingAnalyzer")
         return self._feed(self._check_chunks(chunks))
 
-    def _feed(self, arrays: Mapping[str, np.ndarray]) -> list[WindowEvent | AlertEvent]:
+    def _feed(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        labels: Mapping[str, np.ndarray] | None = None,
+    ) -> list[WindowEvent | AlertEvent]:
         # Chunks already checked: 1-D float32, finite, in [-1, 1], equally long.
+        # `labels`: each channel's VAD frame labels of these chunks, when another
+        # thread has already computed them (see analyze_call).
         events: list[WindowEvent | AlertEvent] = []
         for speaker, samples in arrays.items():
-            self._push(self.channels[speaker], samples, final=False)
+            channel = self.channels[speaker]
+            if labels is None:
+                finished = channel.detector.push(samples)
+            else:
+                finished = channel.detector.track(labels[speaker])
+            self._push(channel, samples, finished)
         events += self._predict_queue()
         for channel in self.channels.values():
             events += self._report_speech(channel)
@@ -272,7 +283,7 @@ class StreamingAnalyzer:
             return []
         events: list[WindowEvent | AlertEvent] = []
         for channel in self.channels.values():
-            self._push(channel, np.zeros(0, dtype=np.float32), final=True)
+            self._push(channel, np.zeros(0, dtype=np.float32), channel.detector.flush(), final=True)
         events += self._predict_queue()
         for speaker in self.analyzed:
             events += self._smooth(speaker, final=True)
@@ -313,7 +324,15 @@ class StreamingAnalyzer:
             raise AnalysisError(f"feed(): chunks of one call must be equally long, got {lengths}")
         return arrays
 
-    def _push(self, channel: _Channel, samples: np.ndarray, *, final: bool) -> None:
+    def _push(
+        self,
+        channel: _Channel,
+        samples: np.ndarray,
+        finished: list[tuple[int, int]],
+        *,
+        final: bool = False,
+    ) -> None:
+        # `finished`: the stretches the VAD closed with these samples.
         if len(samples):
             channel.received += len(samples)
             if channel.windower is not None:  # no window will ever need the others' audio
@@ -321,7 +340,6 @@ class StreamingAnalyzer:
                     np.concatenate([channel.buffer, samples]) if len(channel.buffer) else samples
                 )
         detector = channel.detector
-        finished = detector.flush() if final else detector.push(samples)
         windows: list[tuple[Window, int]] = []  # with the start of their stretch
         for start, end in finished:
             channel.speech.append(SpeechStretch(start=start / SAMPLE_RATE, end=end / SAMPLE_RATE))
@@ -717,12 +735,21 @@ def analyze_call(
     # A mono analysis of a multi-channel file hears the mix of all its channels.
     channels = None if options.mono else [mapping[s] for s in speakers]
     blocks = iter_audio_blocks(source, block_seconds=options.block_seconds, channels=channels)
-    # Blocks are finite, float32 and clipped to [-1, 1] by the decoder: no second check.
-    for block in _prefetched(blocks):
+
+    def prepare(block: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        # On the decode thread: each channel's samples and their VAD labels, so that
+        # voice-activity detection runs beside the features and the model of the
+        # block before instead of in turn with them.
         if options.mono:
-            analyzer._feed({"mixed": block.mean(axis=0)})
+            arrays = {"mixed": block.mean(axis=0)}
         else:
-            analyzer._feed({speaker: block[row] for row, speaker in enumerate(speakers)})
+            arrays = {speaker: block[row] for row, speaker in enumerate(speakers)}
+        labels = {s: analyzer.channels[s].detector.label(a) for s, a in arrays.items()}
+        return arrays, labels
+
+    # Blocks are finite, float32 and clipped to [-1, 1] by the decoder: no second check.
+    for arrays, labels in _prefetched(blocks, prepare):
+        analyzer._feed(arrays, labels)
         if progress is not None:
             progress(analyzer.duration_seconds, info.duration_seconds)
     if analyzer.duration_seconds < MIN_CALL_SECONDS:
@@ -734,11 +761,18 @@ def analyze_call(
     return analyzer.result()
 
 
-def _prefetched(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-    """``blocks``, each decoded on a background thread while the caller analyses the one before.
+_Prepared = TypeVar("_Prepared")
 
-    The decoders (libsndfile, FFmpeg) run without holding the GIL, so decoding takes
-    a second core instead of adding to the analysis time. One block waits at most.
+
+def _prefetched(
+    blocks: Iterator[np.ndarray], prepare: Callable[[np.ndarray], _Prepared]
+) -> Iterator[_Prepared]:
+    """``prepare(block)`` of each block, decoded and prepared on a background thread while
+    the caller analyses the one before.
+
+    The decoders (libsndfile, FFmpeg) and most of the VAD's numpy work run without
+    holding the GIL, so they take a second core instead of adding to the analysis
+    time. One prepared block waits at most.
     """
     handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
     stop = threading.Event()
@@ -755,7 +789,7 @@ def _prefetched(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
     def decode() -> None:
         try:
             for block in blocks:
-                if not put(("block", block)):
+                if not put(("block", prepare(block))):
                     return
             put(("end", None))
         except BaseException as error:  # handed to the caller, raised there

@@ -233,15 +233,25 @@ class VoiceActivityDetector:
 
     def push(self, samples: np.ndarray) -> list[tuple[int, int]]:
         """Label the new samples; return the stretches ``(start, end)`` (samples) now finished."""
+        return self.track(self.label(samples))
+
+    def label(self, samples: np.ndarray) -> np.ndarray:
+        """Speech (True) or not for each whole 30 ms frame the new samples complete.
+
+        The first half of :meth:`push`; :meth:`track` is the second. The two keep
+        separate state, so one thread may label the next samples while another
+        tracks the labels before them (in order: every label array is tracked once).
+        """
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         if len(self._pending):
             samples = np.concatenate([self._pending, samples])
         n_frames = len(samples) // FRAME_SAMPLES
         frames = samples[: n_frames * FRAME_SAMPLES].reshape(n_frames, FRAME_SAMPLES)
         self._pending = samples[n_frames * FRAME_SAMPLES :].copy()
-        return self._track(self.label_frames(frames))
+        return self.label_frames(frames)
 
-    def _track(self, speech: np.ndarray) -> list[tuple[int, int]]:
+    def track(self, speech: np.ndarray) -> list[tuple[int, int]]:
+        """Take the next frames' labels (from :meth:`label`); return the stretches now finished."""
         # Frame by frame, a candidate closes at the first non-speech frame at least
         # max_gap frames (and at least one) after its last speech frame. So only runs
         # of speech frames matter: one whose next speech frame is further than that

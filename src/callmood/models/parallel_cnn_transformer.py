@@ -54,6 +54,9 @@ class ModelConfig:
     # the branches' outputs (x-vector style statistics pooling): the utterance-level
     # "functionals" that classic SER systems classify are then one linear layer away.
     statistics_branch: bool = False
+    # With the statistics branch, also the standard deviation of every feature's frame-to-frame
+    # change (how fast the spectrum moves: the delta functional of classic SER).
+    statistics_deltas: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -96,9 +99,11 @@ class ModelConfig:
                 f"positional_encoding must be one of {POSITIONAL_ENCODINGS}, "
                 f"got {self.positional_encoding!r}"
             )
-        for flag in ("attention_pooling", "statistics_branch"):
+        for flag in ("attention_pooling", "statistics_branch", "statistics_deltas"):
             if not isinstance(getattr(self, flag), bool):
                 problems.append(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+        if self.statistics_deltas is True and self.statistics_branch is not True:
+            problems.append("statistics_deltas needs statistics_branch: true")
         if problems:
             raise ModelInputError("invalid model config: " + "; ".join(problems))
 
@@ -249,11 +254,26 @@ def sinusoidal_positions(frames: int, width: int, device: torch.device) -> torch
     return encoding
 
 
-def time_statistics(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def time_statistics(
+    x: torch.Tensor, mask: torch.Tensor | None = None, deltas: bool = False
+) -> torch.Tensor:
     """Mean and standard deviation over time of (B, F, T) features -> (B, 2F).
 
-    `mask` (B, T) marks real frames; padded frames are left out.
+    `mask` (B, T) marks real frames; padded frames are left out. With `deltas`, the standard
+    deviation of the frame-to-frame differences follows -> (B, 3F).
     """
+    mean, std = _masked_mean_std(x, mask)
+    if not deltas:
+        return torch.cat([mean, std], dim=1)
+    # A difference is real when both of its frames are.
+    delta_mask = None if mask is None else mask[:, 1:] & mask[:, :-1]
+    _, delta_std = _masked_mean_std(x[..., 1:] - x[..., :-1], delta_mask)
+    return torch.cat([mean, std, delta_std], dim=1)
+
+
+def _masked_mean_std(
+    x: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     if mask is None:
         mean = x.mean(-1)
         variance = (x - mean[..., None]).square().mean(-1)
@@ -263,7 +283,7 @@ def time_statistics(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.
         mean = (x * weights).sum(-1) / count
         variance = ((x - mean[..., None]).square() * weights).sum(-1) / count
     # The epsilon keeps the gradient of sqrt finite for a constant feature.
-    return torch.cat([mean, (variance + 1e-5).sqrt()], dim=1)
+    return mean, (variance + 1e-5).sqrt()
 
 
 class ParallelCNNTransformer(nn.Module):
@@ -286,10 +306,17 @@ class ParallelCNNTransformer(nn.Module):
             self.conv_branch1.output_size
             + self.conv_branch2.output_size
             + self.transformer_branch.output_size
-            + (2 * num_features if self.config.statistics_branch else 0)
+            + self.statistics_size
         )
         self.classifier = nn.Linear(joined, self.config.num_classes)
         logger.info("ParallelCNNTransformer: %d parameters", self.num_parameters())
+
+    @property
+    def statistics_size(self) -> int:
+        """Values the statistics branch adds: 0, 2F, or 3F with the delta deviations."""
+        if not self.config.statistics_branch:
+            return 0
+        return (3 if self.config.statistics_deltas else 2) * self.config.num_features
 
     def num_parameters(self) -> int:
         """Trainable parameters (the normalisation buffers are not counted)."""
@@ -353,8 +380,8 @@ class ParallelCNNTransformer(nn.Module):
             self.transformer_branch(x, transformer_mask),
         ]
         if self.config.statistics_branch:
-            parts.append(time_statistics(x, frame_mask))
-        return self.classifier(torch.cat(parts, dim=1))  # (B, 2 * C * F/32 + F [+ 2F])
+            parts.append(time_statistics(x, frame_mask, self.config.statistics_deltas))
+        return self.classifier(torch.cat(parts, dim=1))  # (B, 2 * C * F/32 + F [+ 2F or 3F])
 
     def _check(self, features: torch.Tensor) -> None:
         if torch.compiler.is_compiling():  # shapes are symbolic while exporting
