@@ -72,7 +72,9 @@ class AnalysisOptions(BaseModel):
     smoothing_windows: int = Field(default=3, ge=1, le=31)
     backend: Literal["onnx", "torch"] = "onnx"
     batch_size: int = Field(default=64, ge=1, le=4096)
-    num_threads: int | None = Field(default=None, ge=1)
+    # Intra-op threads of the model. One: the analysis runs decoding and voice detection on a
+    # second thread beside it, and on 2 cores two model threads made a call take ~2x as long.
+    num_threads: int | None = Field(default=1, ge=1)
     block_seconds: float = Field(default=60.0, gt=0, description="File decoding block, seconds.")
     keep_raw_probabilities: bool = False
 

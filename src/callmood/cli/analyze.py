@@ -85,11 +85,13 @@ def analyze_command(
         help="Model package directory. Default: the bundled model.",
         show_default=False,
     ),
-    threads: int | None = typer.Option(
-        None,
+    threads: int = typer.Option(
+        1,
         "--threads",
-        help="ONNX Runtime threads. Default: all cores.",
-        show_default=False,
+        min=1,
+        help="Threads of the features and the model (torch and ONNX Runtime). Decoding and "
+        "voice detection already run on a second thread beside them; more threads here only "
+        "contend on a small machine (2 threads take twice as long on 2 cores: docs/analysis.md).",
     ),
 ) -> None:
     """Analyse one call: per-speaker emotion timeline, call scores and alerts.
@@ -129,6 +131,9 @@ def analyze_command(
         values["channels"] = parse_channel_mapping(channels)
     options = AnalysisOptions(**values)
     rule_set = RuleSet.from_yaml(rules) if rules is not None else None
+    import torch
+
+    torch.set_num_threads(threads)  # the features are computed with torch
     emotion_model = EmotionModel.load(model, backend=backend, num_threads=threads)
 
     with Progress(

@@ -58,9 +58,15 @@ def serve(
     The database is created or upgraded on start. Without a configured token, a
     token is created in the data folder on the first start and printed once.
     """
+    import torch
     import uvicorn
 
     from callmood.service.app import create_app
+
+    # Each call's analysis computes features and runs the model on one thread beside its
+    # decoding thread; intra-op threads per call only contend (docs/analysis.md). More
+    # analysis workers use more cores.
+    torch.set_num_threads(1)
 
     settings = load_settings(
         config,

@@ -172,7 +172,7 @@ def create_app(
     upgrade_database(engine)
     session_factory = make_session_factory(engine)
     api_token = resolve_api_token(settings, announce_token)
-    model = SharedModel(settings.model_dir, workers=settings.workers)
+    model = SharedModel(settings.model_dir)
     rules = RulesStore(settings.resolved_rules_path)
     webhooks = WebhookDispatcher(
         settings.webhook_urls,

@@ -55,15 +55,14 @@ class SharedModel:
     ----------
     model_dir
         Model package folder; None loads the bundled default model.
-    workers
-        Worker threads that share the model (each gets cpu_count / workers ORT threads).
     """
 
-    def __init__(self, model_dir: Path | None = None, *, workers: int = 1) -> None:
+    def __init__(self, model_dir: Path | None = None) -> None:
         self.model_dir = model_dir
-        # Workers run the model at the same time: give each a share of the cores
-        # instead of letting every ONNX Runtime call spawn a thread per core.
-        self.num_threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+        # One thread per call's model: each analysis already decodes and detects voice
+        # on a second thread, and intra-op threads beside that only contend (about 2x
+        # slower on 2 cores: docs/analysis.md). More workers use more cores.
+        self.num_threads = 1
         self._model: EmotionModel | None = None
         self._lock = threading.Lock()
 
