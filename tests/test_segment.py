@@ -164,3 +164,13 @@ def test_invalid_settings_are_clear_errors():
         speech_segments(silence(1), sample_rate=8000)
     with pytest.raises(SegmentError, match="mono"):
         speech_segments(np.zeros((2, 100), np.float32))
+
+
+def test_webrtc_verdicts_are_the_same_through_the_public_wrapper(clip):
+    # The detector calls webrtcvad's C function directly for speed; a webrtcvad
+    # without that private entry point gets Vad.is_speech, which must hear the same.
+    audio = np.concatenate([silence(0.7), clip, silence(0.9), clip])
+    fast, public = VoiceActivityDetector(), VoiceActivityDetector()
+    public._is_speech = public._vad_is_speech
+    found = fast.push(audio) + fast.flush()
+    assert found and public.push(audio) + public.flush() == found

@@ -10,6 +10,7 @@ so a live stream and a whole file give the same stretches and windows.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -125,8 +126,14 @@ class VoiceActivityDetector:
 
             self._vad = webrtcvad.Vad(self.options.aggressiveness)
             # The C function behind Vad.is_speech, (handle, rate, pcm16, samples) -> bool:
-            # the Python wrapper costs about half as much again as the call itself.
-            self._process = webrtcvad._webrtcvad.process
+            # the Python wrapper costs about half as much again as the call itself. It is
+            # not public API, so a webrtcvad without it gets the wrapper (same verdicts).
+            native = getattr(getattr(webrtcvad, "_webrtcvad", None), "process", None)
+            handle = getattr(self._vad, "_vad", None)
+            if native is not None and handle is not None:
+                self._is_speech = partial(native, handle)
+            else:
+                self._is_speech = self._vad_is_speech
         self._pending = np.zeros(0, dtype=np.float32)  # samples of an incomplete frame
         # Quiet frames WebRTC VAD hears only if a loud one follows soon (see _webrtc).
         self._undecided = np.zeros((0, FRAME_SAMPLES), dtype=np.float32)
@@ -222,14 +229,17 @@ class VoiceActivityDetector:
         )
         # Zero-copy views of one buffer rather than a bytes copy per frame.
         view, size = memoryview(pcm16.reshape(-1).view(np.uint8)), 2 * FRAME_SAMPLES
-        process, handle, rate = self._process, self._vad._vad, SAMPLE_RATE
+        is_speech, rate = self._is_speech, SAMPLE_RATE
         verdicts = [
-            process(handle, rate, view[offset : offset + size], FRAME_SAMPLES)
+            is_speech(rate, view[offset : offset + size], FRAME_SAMPLES)
             for offset in range(0, len(view), size)
         ]
         webrtc = np.zeros(len(frames), dtype=bool)
         webrtc[heard_new] = verdicts[len(heard_held) :]  # held frames are quiet: state only
         return webrtc
+
+    def _vad_is_speech(self, rate: int, pcm16: memoryview, samples: int) -> bool:
+        return self._vad.is_speech(bytes(pcm16), rate, samples)
 
     def push(self, samples: np.ndarray) -> list[tuple[int, int]]:
         """Label the new samples; return the stretches ``(start, end)`` (samples) now finished."""
