@@ -159,6 +159,7 @@ def test_config_round_trips_and_rejects_unknown_options():
         ({"num_classes": "eight"}, "num_classes"),
         ({"statistics_branch": "yes"}, "statistics_branch"),
         ({"statistics_deltas": True}, "statistics_deltas needs statistics_branch"),
+        ({"statistics_per_speaker": True}, "statistics_per_speaker needs statistics_branch"),
         ({"cnn_dropout": 1.5}, "cnn_dropout"),
         ({"cnn_channels": [16, 32]}, "cnn_channels"),
         ({"num_features": 20}, "num_features"),
@@ -230,3 +231,21 @@ def test_statistics_deltas_are_the_spread_of_frame_changes_without_padding():
     torch.testing.assert_close(alone[:, 80:], expected, atol=1e-4, rtol=1e-4)
     with_deltas = _model(statistics_branch=True, statistics_deltas=True)
     assert with_deltas.classifier.in_features == _model().classifier.in_features + 120
+
+
+def test_statistics_per_speaker_are_standardised_with_the_speakers_usual_values():
+    from callmood.models.parallel_cnn_transformer import time_statistics
+
+    model = _model(statistics_branch=True, statistics_per_speaker=True).eval()
+    clips = torch.randn(3, 40, 200)
+    with pytest.raises(ModelInputError, match="speaker_statistics of shape \\(3, 2, 80\\)"):
+        model(clips)
+    values = time_statistics(clips)
+    usual = torch.stack([values.mean(0), values.std(0)])[None].expand(3, 2, 80)
+    with torch.no_grad():
+        logits = model(clips, speaker_statistics=usual)
+        # The clip's statistics are read against the speaker's usual values.
+        shifted = usual.clone()
+        shifted[:, 0] += 1.0
+        assert not torch.allclose(model(clips, speaker_statistics=shifted), logits)
+    assert logits.shape == (3, model.config.num_classes)

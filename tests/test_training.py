@@ -241,6 +241,59 @@ def test_speaker_normalization_standardises_each_speaker_with_their_own_statisti
     assert raw_batch_mean.abs().max() > 10.0
 
 
+def test_speaker_clip_statistics_give_each_speaker_the_usual_values_of_their_clips(emodb_dir):
+    from callmood.models.parallel_cnn_transformer import time_statistics
+    from callmood.training.data import speaker_clip_statistics
+
+    config = tiny_config(emodb_dir, speaker_normalization=True)
+    rows, labels = map_labels(prepare_emodb(emodb_dir), config.label_set)
+    kept = [
+        (r, label)
+        for r, label in zip(rows, labels, strict=True)
+        if r.speaker in HELD_OUT_SPEAKERS and label in config.classes
+    ]
+    clips = build_clip_set(
+        [k[0] for k in kept],
+        [k[1] for k in kept],
+        config.class_names(),
+        config.feature_config(),
+        keep_waveforms=False,
+        speaker_normalization=True,
+    )
+    usual = speaker_clip_statistics(clips, deltas=True)
+    assert usual.shape == (len(clips), 2, 120)
+    for speaker in sorted(HELD_OUT_SPEAKERS):
+        mine = [i for i, row in enumerate(clips.rows) if row.speaker == speaker]
+        values = torch.cat([time_statistics(clips.features[i][None], deltas=True) for i in mine])
+        standardised = (values - usual[mine, 0]) / usual[mine, 1]
+        assert torch.allclose(standardised.mean(0), torch.zeros(120), atol=1e-4)
+        assert torch.allclose(standardised.std(0, unbiased=False), torch.ones(120), atol=1e-3)
+    # Two speakers, two different usuals.
+    first, last = usual[0], usual[-1]
+    assert clips.rows[0].speaker != clips.rows[-1].speaker
+    assert not torch.allclose(first, last)
+
+
+@pytest.mark.parametrize(
+    "changes, problem",
+    [
+        ({"speaker_normalization": False}, "needs speaker_normalization: true"),
+        ({"augmentation": {"mixup_alpha": 0.2}}, "does not combine with mixup"),
+    ],
+)
+def test_statistics_per_speaker_needs_speakers_and_no_mixup(
+    emodb_dir, angry_neutral_clips, changes, problem
+):
+    from callmood.training.config import TrainingConfigError
+
+    options = {"statistics_branch": True, "statistics_per_speaker": True}
+    settings = {"speaker_normalization": True, **changes}
+    config = tiny_config(emodb_dir, **settings)
+    config = config.model_copy(update={"model": {**config.model, **options}})
+    with pytest.raises(TrainingConfigError, match=problem):
+        train_model(config, angry_neutral_clips, np.arange(8), np.arange(0))
+
+
 def test_trim_silence_cuts_room_tone_around_the_sentence_but_keeps_all_speech(ravdess_dir):
     from callmood.training.data import decode_clip, trim_silence
 

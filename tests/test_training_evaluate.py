@@ -106,8 +106,16 @@ def test_cross_corpus_needs_both_corpora_in_the_data(three_speaker_manifest):
         evaluate_cross_corpus(config, "ravdess", "emodb")
 
 
+@pytest.mark.parametrize(
+    "model_options",
+    [
+        {},
+        {"statistics_branch": True, "statistics_deltas": True, "statistics_per_speaker": True},
+    ],
+    ids=["frames", "and-statistics"],
+)
 def test_held_out_test_prepares_clips_as_a_speaker_normalised_model_was_trained(
-    three_speaker_manifest, tmp_path
+    three_speaker_manifest, tmp_path, model_options
 ):
     import numpy as np
     import torch
@@ -126,7 +134,12 @@ def test_held_out_test_prepares_clips_as_a_speaker_normalised_model_was_trained(
         "manifests": [str(tmp_path / "train.csv")],
         "label_set": "emodb7",
         "classes": ["neutral", "angry"],
-        "model": {"cnn_channels": [4, 8, 16], "transformer_layers": 1, "transformer_time_pool": 8},
+        "model": {
+            "cnn_channels": [4, 8, 16],
+            "transformer_layers": 1,
+            "transformer_time_pool": 8,
+            **model_options,
+        },
         "epochs": 2,
         "validation": {"fraction": 0.0},
         "speaker_normalization": True,
@@ -158,7 +171,15 @@ def test_held_out_test_prepares_clips_as_a_speaker_normalised_model_was_trained(
             for r in test_rows
         ]
     mean, std = frame_statistics(features)
-    logits = predict_clips(package.model, [(f - mean[:, None]) / std[:, None] for f in features])
+    normalised = [(f - mean[:, None]) / std[:, None] for f in features]
+    statistics = None
+    if model_options:  # and each clip's statistics against the test speaker's usual
+        from callmood.models.parallel_cnn_transformer import time_statistics
+
+        values = torch.cat([time_statistics(f[None], deltas=True) for f in normalised])
+        usual = torch.stack([values.mean(0), values.std(0, unbiased=False)])
+        statistics = usual[None].expand(len(normalised), 2, values.shape[1])
+    logits = predict_clips(package.model, normalised, statistics)
     classes = package.labels
     targets = np.array([classes.index(r.label) for r in test_rows])
     expected_ua = np.mean(

@@ -57,6 +57,12 @@ class ModelConfig:
     # With the statistics branch, also the standard deviation of every feature's frame-to-frame
     # change (how fast the spectrum moves: the delta functional of classic SER).
     statistics_deltas: bool = False
+    # For speaker-normalised training only (a transductive protocol, docs/training.md): the
+    # clip's statistics are standardised with their mean and standard deviation over all of
+    # the speaker's clips, passed to forward() as `speaker_statistics`. Normalising these
+    # "functionals" per speaker, not only the frames, is what lifts a classic functionals
+    # classifier on EmoDB (docs/results.md).
+    statistics_per_speaker: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -99,11 +105,13 @@ class ModelConfig:
                 f"positional_encoding must be one of {POSITIONAL_ENCODINGS}, "
                 f"got {self.positional_encoding!r}"
             )
-        for flag in ("attention_pooling", "statistics_branch", "statistics_deltas"):
+        flags = ("attention_pooling", "statistics_branch", "statistics_deltas")
+        for flag in (*flags, "statistics_per_speaker"):
             if not isinstance(getattr(self, flag), bool):
                 problems.append(f"{flag} must be true or false, got {getattr(self, flag)!r}")
-        if self.statistics_deltas is True and self.statistics_branch is not True:
-            problems.append("statistics_deltas needs statistics_branch: true")
+        for flag in ("statistics_deltas", "statistics_per_speaker"):
+            if getattr(self, flag) is True and self.statistics_branch is not True:
+                problems.append(f"{flag} needs statistics_branch: true")
         if problems:
             raise ModelInputError("invalid model config: " + "; ".join(problems))
 
@@ -341,7 +349,12 @@ class ParallelCNNTransformer(nn.Module):
         self.feature_mean.copy_(mean)
         self.feature_std.copy_(std.clamp(min=1e-5))
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        features: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        speaker_statistics: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Class logits.
 
         Parameters
@@ -351,6 +364,11 @@ class ParallelCNNTransformer(nn.Module):
         lengths
             Optional (B,) true lengths in frames for a zero/floor-padded batch; padded frames are
             then left out of every average over time. ``None``: all frames are real.
+        speaker_statistics
+            (B, 2, statistics_size) float32: the mean and standard deviation, over all of each
+            clip's speaker's clips, of :func:`time_statistics` of the input features; needed
+            by (and only by) a model with ``statistics_per_speaker``
+            (:func:`callmood.training.data.speaker_clip_statistics` computes them).
 
         Returns
         -------
@@ -379,7 +397,22 @@ class ParallelCNNTransformer(nn.Module):
             self.conv_branch2(x, cnn_mask),
             self.transformer_branch(x, transformer_mask),
         ]
-        if self.config.statistics_branch:
+        if self.config.statistics_per_speaker:
+            if speaker_statistics is None or speaker_statistics.shape != (
+                features.shape[0],
+                2,
+                self.statistics_size,
+            ):
+                raise ModelInputError(
+                    "this model standardises its statistics per speaker: pass "
+                    f"speaker_statistics of shape ({features.shape[0]}, 2, "
+                    f"{self.statistics_size})"
+                )
+            # Standardising is blind to the per-feature affine normalisation above, so the
+            # statistics of the input features are compared with the speaker's directly.
+            statistics = time_statistics(features, frame_mask, self.config.statistics_deltas)
+            parts.append((statistics - speaker_statistics[:, 0]) / speaker_statistics[:, 1])
+        elif self.config.statistics_branch:
             parts.append(time_statistics(x, frame_mask, self.config.statistics_deltas))
         return self.classifier(torch.cat(parts, dim=1))  # (B, 2 * C * F/32 + F [+ 2F or 3F])
 

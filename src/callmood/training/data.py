@@ -227,6 +227,35 @@ def normalize_per_speaker(clips: ClipSet) -> None:
     clips.speaker_statistics = per_clip
 
 
+def speaker_clip_statistics(clips: ClipSet, deltas: bool) -> torch.Tensor:
+    """For each clip, the mean and std over its speaker's clips of their statistics.
+
+    The statistics are those of the model's statistics branch (:func:`time_statistics` of
+    each whole clip's features, with or without `deltas`); a model with
+    ``statistics_per_speaker`` standardises a clip's statistics with these, so what is left
+    is how the clip differs from its speaker's usual (a transductive protocol, like
+    :func:`normalize_per_speaker`). Returns (N, 2, statistics size) float32.
+    """
+    from callmood.models.parallel_cnn_transformer import time_statistics
+
+    by_speaker: dict[str, list[int]] = {}
+    for i, row in enumerate(clips.rows):
+        by_speaker.setdefault(row.speaker, []).append(i)
+    result: torch.Tensor | None = None
+    for indices in by_speaker.values():
+        with torch.no_grad():
+            values = torch.cat(
+                [time_statistics(clips.features[i][None], deltas=deltas) for i in indices]
+            )  # (clips, size)
+        if result is None:
+            result = torch.zeros(len(clips), 2, values.shape[1])
+        spread = values.std(0, unbiased=False) if len(indices) > 1 else torch.ones(values.shape[1])
+        # A statistic that never varies for a speaker would divide by ~0: floor it.
+        result[indices, 0] = values.mean(0)
+        result[indices, 1] = spread.clamp(min=1e-3)
+    return result if result is not None else torch.zeros(0, 2, 0)
+
+
 def random_crop(sequence: np.ndarray | torch.Tensor, length: int, rng: np.random.Generator):  # noqa: ANN201
     """A random window of `length` along the last axis; shorter input is tiled to fill it.
 

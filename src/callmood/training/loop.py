@@ -18,13 +18,14 @@ from safetensors.torch import load_file, save_file
 
 from callmood.errors import CallmoodError
 from callmood.training.augment import WaveformAugmenter, mixup, spec_augment
-from callmood.training.config import TrainingConfig
+from callmood.training.config import TrainingConfig, TrainingConfigError
 from callmood.training.data import (
     ClipSet,
     TrainingDataError,
     epoch_batches,
     frame_statistics,
     random_crop,
+    speaker_clip_statistics,
 )
 from callmood.training.metrics import ClassificationMetrics, classification_metrics
 
@@ -75,10 +76,27 @@ def build_model(config: TrainingConfig, num_features: int, num_classes: int) -> 
             **{**config.model, "num_features": num_features, "num_classes": num_classes}
         )
     except TypeError as error:
-        from callmood.training.config import TrainingConfigError
-
         raise TrainingConfigError(f"model: {error}") from None
     return ParallelCNNTransformer(model_config)
+
+
+def _speaker_statistics(
+    model: torch.nn.Module, clips: ClipSet, config: TrainingConfig | None = None
+) -> torch.Tensor | None:
+    """What a ``statistics_per_speaker`` model needs besides features (else None)."""
+    if not getattr(model.config, "statistics_per_speaker", False):
+        return None
+    if config is not None and not config.speaker_normalization:
+        raise TrainingConfigError(
+            "model.statistics_per_speaker needs speaker_normalization: true (both use each "
+            "speaker's unlabelled clips: the transductive protocol)"
+        )
+    if config is not None and config.augmentation.mixup_alpha > 0:
+        raise TrainingConfigError(
+            "model.statistics_per_speaker does not combine with mixup (a mixed clip has no "
+            "one speaker)"
+        )
+    return speaker_clip_statistics(clips, model.config.statistics_deltas)
 
 
 def class_weights(counts: np.ndarray) -> torch.Tensor:
@@ -88,18 +106,26 @@ def class_weights(counts: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_clips(model: torch.nn.Module, features: list[torch.Tensor]) -> np.ndarray:
+def predict_clips(
+    model: torch.nn.Module,
+    features: list[torch.Tensor],
+    speaker_statistics: torch.Tensor | None = None,
+) -> np.ndarray:
     """Logits of each whole clip, shape (N, classes); clips run one by one (no padding).
 
     Clips shorter than the network's minimum (0.32 s) are tiled up to it.
+    `speaker_statistics` (N, 2, size): for a model with ``statistics_per_speaker``.
     """
     model.eval()
     min_frames = model.config.min_frames
     logits = []
-    for clip in features:
+    for i, clip in enumerate(features):
         if clip.shape[1] < min_frames:
             clip = clip.repeat(1, -(-min_frames // clip.shape[1]))
-        logits.append(model(clip[None])[0])
+        if speaker_statistics is None:
+            logits.append(model(clip[None])[0])
+        else:
+            logits.append(model(clip[None], speaker_statistics=speaker_statistics[i : i + 1])[0])
     return torch.stack(logits).numpy() if logits else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -107,7 +133,12 @@ def evaluate_clips(
     model: torch.nn.Module, clips: ClipSet, indices: np.ndarray
 ) -> ClassificationMetrics:
     """UA, WA, ... of the model on whole clips `indices` of `clips`."""
-    logits = predict_clips(model, [clips.features[i] for i in indices])
+    statistics = _speaker_statistics(model, clips)
+    logits = predict_clips(
+        model,
+        [clips.features[i] for i in indices],
+        None if statistics is None else statistics[indices],
+    )
     return classification_metrics(clips.targets[indices], logits.argmax(1), clips.classes)
 
 
@@ -249,6 +280,7 @@ def train_model(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = build_model(config, clips.features[0].shape[0], len(clips.classes))
+    speaker_statistics = _speaker_statistics(model, clips, config)
     # The statistics live in the model as buffers, so the ONNX export normalises too.
     model.set_normalization(*frame_statistics(clips.features[i] for i in train_indices))
     optimizer = torch.optim.AdamW(
@@ -317,7 +349,10 @@ def train_model(
                 )
             if config.augmentation.mixup_alpha > 0:
                 features, targets = mixup(features, targets, config.augmentation.mixup_alpha, rng)
-            logits = model(features)
+            if speaker_statistics is None:
+                logits = model(features)
+            else:
+                logits = model(features, speaker_statistics=speaker_statistics[batch])
             loss = F.cross_entropy(logits, targets, weight=weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
