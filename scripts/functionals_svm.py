@@ -4,8 +4,9 @@ Each clip becomes the mean, standard deviation, 10th and 90th percentile of
 each of its features over time plus the standard deviation of their frame
 deltas (5 x 40 values for 40 MFCCs), and an RBF SVM (C = 10, balanced class
 weights) is trained leave-one-speaker-out, with and without speaker
-normalisation (each speaker's functionals standardised with their own mean and
-std: the transductive protocol of docs/training.md). It shows what the
+normalisation (the transductive protocol of docs/training.md) of the
+functionals, of the frames (as the network's `speaker_normalization`), or of
+both (as the network with `model.statistics_per_speaker`). It shows what the
 features carry before any network sees them.
 
 Usage: python scripts/functionals_svm.py configs/emodb7_medium.yaml
@@ -23,6 +24,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from callmood.training.config import load_training_config
+from callmood.training.data import frame_statistics
 from callmood.training.evaluate import prepare_clip_set
 from callmood.training.metrics import classification_metrics
 
@@ -66,17 +68,42 @@ def main() -> None:
     # Whole, untrimmed, unnormalised clips: the config's data and features only.
     config = config.model_copy(update={"speaker_normalization": False, "trim_silence_db": None})
     clips = prepare_clip_set(config)
-    x = np.stack([functionals(f) for f in clips.features])
     speakers = np.array([row.speaker for row in clips.rows])
-    normalised = x.copy()
-    for speaker in np.unique(speakers):
-        mine = speakers == speaker
-        normalised[mine] = (x[mine] - x[mine].mean(0)) / (x[mine].std(0) + 1e-6)
+    x = np.stack([functionals(f) for f in clips.features])
+    # The network's speaker normalisation standardises each speaker's frames; the
+    # classic one standardises each speaker's functionals. Both, and each alone:
+    frames = per_speaker(clips.features, speakers)
+    x_frames = np.stack([functionals(f) for f in frames])
     print(f"{len(clips)} clips, {len(np.unique(speakers))} speakers, classes {clips.classes}")
     print("| protocol | UA | WA |\n|---|---|---|")
-    for name, values in (("plain", x), ("speaker-normalised", normalised)):
+    for name, values in (
+        ("plain", x),
+        ("speaker-normalised functionals", standardise_per_speaker(x, speakers)),
+        ("speaker-normalised frames", x_frames),
+        ("speaker-normalised frames and functionals", standardise_per_speaker(x_frames, speakers)),
+    ):
         ua, wa = leave_one_speaker_out(values, clips.targets, speakers, clips.classes)
         print(f"| leave-one-speaker-out, {name} | {100 * ua:.1f} % | {100 * wa:.1f} % |")
+
+
+def standardise_per_speaker(x: np.ndarray, speakers: np.ndarray) -> np.ndarray:
+    """Each speaker's rows standardised with that speaker's mean and std."""
+    result = x.copy()
+    for speaker in np.unique(speakers):
+        mine = speakers == speaker
+        result[mine] = (x[mine] - x[mine].mean(0)) / (x[mine].std(0) + 1e-6)
+    return result
+
+
+def per_speaker(features: list[torch.Tensor], speakers: np.ndarray) -> list[torch.Tensor]:
+    """Each clip's frames standardised with its speaker's statistics over all their frames."""
+    result = list(features)
+    for speaker in np.unique(speakers):
+        mine = np.flatnonzero(speakers == speaker)
+        mean, std = frame_statistics(features[i] for i in mine)
+        for i in mine:
+            result[i] = (features[i] - mean[:, None]) / std[:, None]
+    return result
 
 
 if __name__ == "__main__":
