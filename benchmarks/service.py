@@ -33,7 +33,7 @@ import uvicorn
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RAVDESS = REPO_ROOT.parent / "shared" / "data" / "ravdess"
-TOKEN = "benchmark-token"
+TOKEN = "benchmark-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

@@ -35,7 +35,7 @@ import soundfile as sf
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RAVDESS = Path(os.environ.get("CALLMOOD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-TOKEN = "benchmark-token"
+TOKEN = "benchmark-token-0123"
 SAMPLE_RATE = 16000
 FRAME_SECONDS = 0.1
 # Real time: every result within one hop (1 s) of its audio, so none piles up behind.

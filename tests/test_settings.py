@@ -73,6 +73,14 @@ def test_invalid_value_names_the_setting_and_the_file(tmp_path):
         load_settings(config)
 
 
+def test_a_short_hand_set_token_is_refused(monkeypatch):
+    monkeypatch.setenv("CALLMOOD_AUTH_TOKEN", "letmein")
+    with pytest.raises(SettingsError, match="auth_token must have at least 16 characters"):
+        load_settings()
+    monkeypatch.setenv("CALLMOOD_AUTH_TOKEN", "x" * 16)
+    assert load_settings().auth_token.get_secret_value() == "x" * 16
+
+
 def test_unknown_setting_is_refused(tmp_path):
     config = tmp_path / "typo.yaml"
     config.write_text("prot: 8000\n")

@@ -25,6 +25,7 @@ CONFIG_ENV_VAR = "CALLMOOD_CONFIG"
 DATABASE_FILE_NAME = "callmood.db"
 TOKEN_FILE_NAME = "api_token"
 RULES_FILE_NAME = "rules.yaml"
+MIN_TOKEN_LENGTH = 16  # characters of a hand-set API token
 
 
 class SettingsError(CallmoodError):
@@ -151,6 +152,18 @@ class Settings(BaseSettings):
             if value.lstrip().startswith("["):
                 return json.loads(value)
             return [url.strip() for url in value.split(",") if url.strip()]
+        return value
+
+    @field_validator("auth_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # Wrong Bearer tokens are not throttled (a blocked address would lock out every
+        # integration behind it), so a hand-set token's length is what stops guessing.
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"auth_token must have at least {MIN_TOKEN_LENGTH} characters (a random one: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         return value
 
     @field_validator("webhook_urls")
