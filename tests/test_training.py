@@ -197,6 +197,24 @@ def test_clips_shorter_than_the_network_minimum_are_still_predicted(emodb_dir):
     assert np.isfinite(logits).all()
 
 
+def held_out_speakers_clips(emodb_dir, config, *, normalized):
+    """The config's classes of the two held-out speakers; with audio when `normalized`."""
+    rows, labels = map_labels(prepare_emodb(emodb_dir), config.label_set)
+    kept = [
+        (r, label)
+        for r, label in zip(rows, labels, strict=True)
+        if r.speaker in HELD_OUT_SPEAKERS and label in config.classes
+    ]
+    return build_clip_set(
+        [k[0] for k in kept],
+        [k[1] for k in kept],
+        config.class_names(),
+        config.feature_config(),
+        keep_waveforms=normalized,
+        speaker_normalization=normalized,
+    )
+
+
 def test_speaker_normalization_standardises_each_speaker_with_their_own_statistics(emodb_dir):
     from callmood.training.loop import _BatchMaker
 
@@ -205,23 +223,10 @@ def test_speaker_normalization_standardises_each_speaker_with_their_own_statisti
         speaker_normalization=True,
         augmentation={"waveform_fraction": 1.0, "spec_augment": {"probability": 0.0}},
     )
-    rows, labels = map_labels(prepare_emodb(emodb_dir), config.label_set)
     # One male and one female speaker: their raw features differ, so normalising is not a no-op.
-    kept = [
-        (r, label)
-        for r, label in zip(rows, labels, strict=True)
-        if r.speaker in HELD_OUT_SPEAKERS and label in config.classes
-    ]
     # The same clips as they are (raw) and speaker-normalised, with audio to augment.
     raw, clips = (
-        build_clip_set(
-            [k[0] for k in kept],
-            [k[1] for k in kept],
-            config.class_names(),
-            config.feature_config(),
-            keep_waveforms=normalized,
-            speaker_normalization=normalized,
-        )
+        held_out_speakers_clips(emodb_dir, config, normalized=normalized)
         for normalized in (False, True)
     )
 
@@ -246,20 +251,7 @@ def test_speaker_clip_statistics_give_each_speaker_the_usual_values_of_their_cli
     from callmood.training.data import speaker_clip_statistics
 
     config = tiny_config(emodb_dir, speaker_normalization=True)
-    rows, labels = map_labels(prepare_emodb(emodb_dir), config.label_set)
-    kept = [
-        (r, label)
-        for r, label in zip(rows, labels, strict=True)
-        if r.speaker in HELD_OUT_SPEAKERS and label in config.classes
-    ]
-    clips = build_clip_set(
-        [k[0] for k in kept],
-        [k[1] for k in kept],
-        config.class_names(),
-        config.feature_config(),
-        keep_waveforms=False,
-        speaker_normalization=True,
-    )
+    clips = held_out_speakers_clips(emodb_dir, config, normalized=True)
     usual = speaker_clip_statistics(clips, deltas=True)
     assert usual.shape == (len(clips), 2, 120)
     for speaker in sorted(HELD_OUT_SPEAKERS):
