@@ -226,7 +226,9 @@ def save_package(
             "training": training_info,
             "metrics": metrics,
         },
-        export_onnx=config.export_onnx,
+        # The ONNX graph serves call analysis, which refuses speaker-normalised models
+        # (and a statistics_per_speaker model takes a second input): none is written.
+        export_onnx=config.export_onnx and not config.speaker_normalization,
         # Read now, so a card that lives in `output_dir` itself is carried over.
         model_card=config.model_card.read_text(encoding="utf-8") if config.model_card else None,
     )
