@@ -16,6 +16,7 @@ Usage: python scripts/functionals_svm.py configs/emodb7_medium.yaml
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from callmood.training.config import load_training_config
-from callmood.training.data import frame_statistics
+from callmood.training.data import normalize_per_speaker
 from callmood.training.evaluate import prepare_clip_set
 from callmood.training.metrics import classification_metrics
 
@@ -72,8 +73,9 @@ def main() -> None:
     x = np.stack([functionals(f) for f in clips.features])
     # The network's speaker normalisation standardises each speaker's frames; the
     # classic one standardises each speaker's functionals. Both, and each alone:
-    frames = per_speaker(clips.features, speakers)
-    x_frames = np.stack([functionals(f) for f in frames])
+    frames = dataclasses.replace(clips, features=list(clips.features))
+    normalize_per_speaker(frames)
+    x_frames = np.stack([functionals(f) for f in frames.features])
     print(f"{len(clips)} clips, {len(np.unique(speakers))} speakers, classes {clips.classes}")
     print("| protocol | UA | WA |\n|---|---|---|")
     for name, values in (
@@ -92,17 +94,6 @@ def standardise_per_speaker(x: np.ndarray, speakers: np.ndarray) -> np.ndarray:
     for speaker in np.unique(speakers):
         mine = speakers == speaker
         result[mine] = (x[mine] - x[mine].mean(0)) / (x[mine].std(0) + 1e-6)
-    return result
-
-
-def per_speaker(features: list[torch.Tensor], speakers: np.ndarray) -> list[torch.Tensor]:
-    """Each clip's frames standardised with its speaker's statistics over all their frames."""
-    result = list(features)
-    for speaker in np.unique(speakers):
-        mine = np.flatnonzero(speakers == speaker)
-        mean, std = frame_statistics(features[i] for i in mine)
-        for i in mine:
-            result[i] = (features[i] - mean[:, None]) / std[:, None]
     return result
 
 

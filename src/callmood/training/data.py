@@ -206,6 +206,14 @@ def frame_statistics(features: Iterable[torch.Tensor]) -> tuple[torch.Tensor, to
     return mean.float(), std.float()
 
 
+def clips_by_speaker(clips: ClipSet) -> list[list[int]]:
+    """The indices of each speaker's clips, one list per speaker."""
+    by_speaker: dict[str, list[int]] = {}
+    for i, row in enumerate(clips.rows):
+        by_speaker.setdefault(row.speaker, []).append(i)
+    return list(by_speaker.values())
+
+
 def normalize_per_speaker(clips: ClipSet) -> None:
     """Standardise each clip's features with its speaker's mean and std, in place.
 
@@ -215,11 +223,8 @@ def normalize_per_speaker(clips: ClipSet) -> None:
     come from their own unlabelled test audio: results obtained this way are
     reported as a separate, transductive protocol.
     """
-    by_speaker: dict[str, list[int]] = {}
-    for i, row in enumerate(clips.rows):
-        by_speaker.setdefault(row.speaker, []).append(i)
     per_clip: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(clips)  # type: ignore[list-item]
-    for indices in by_speaker.values():
+    for indices in clips_by_speaker(clips):
         mean, std = frame_statistics(clips.features[i] for i in indices)
         for i in indices:
             per_clip[i] = (mean, std)
@@ -238,11 +243,8 @@ def speaker_clip_statistics(clips: ClipSet, deltas: bool) -> torch.Tensor:
     """
     from callmood.models.parallel_cnn_transformer import time_statistics
 
-    by_speaker: dict[str, list[int]] = {}
-    for i, row in enumerate(clips.rows):
-        by_speaker.setdefault(row.speaker, []).append(i)
     result: torch.Tensor | None = None
-    for indices in by_speaker.values():
+    for indices in clips_by_speaker(clips):
         with torch.no_grad():
             values = torch.cat(
                 [time_statistics(clips.features[i][None], deltas=deltas) for i in indices]

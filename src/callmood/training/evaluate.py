@@ -17,15 +17,14 @@ import torch
 
 from callmood.errors import CallmoodError
 from callmood.training.config import TrainingConfig
-from callmood.training.data import (
-    ClipSet,
-    build_clip_set,
-    load_rows,
-    map_labels,
-    speaker_clip_statistics,
-)
+from callmood.training.data import ClipSet, build_clip_set, load_rows, map_labels
 from callmood.training.folds import Fold, grouped_kfold, leave_one_group_out, validation_split
-from callmood.training.loop import evaluate_clips, predict_clips, train_model
+from callmood.training.loop import (
+    evaluate_clips,
+    model_speaker_statistics,
+    predict_clips,
+    train_model,
+)
 from callmood.training.metrics import (
     ClassificationMetrics,
     FoldSummary,
@@ -319,9 +318,8 @@ def evaluate_saved_model(
         trim_silence_db=package.metadata.get("trim_silence_db"),
         on_clip=(lambda i: progress(i + 1, len(kept))) if progress else None,
     )
-    statistics = None
-    if package.model.config.statistics_per_speaker:  # per test speaker, as in training
-        statistics = speaker_clip_statistics(clips, package.model.config.statistics_deltas)
+    # Per test speaker, as in training, for a statistics_per_speaker model.
+    statistics = model_speaker_statistics(package.model, clips)
     logits = predict_clips(package.model, clips.features, statistics)
     metrics = classification_metrics(clips.targets, logits.argmax(1), classes)
     groups = tuple(sorted({row.group for row in kept}))

@@ -80,11 +80,14 @@ def build_model(config: TrainingConfig, num_features: int, num_classes: int) -> 
     return ParallelCNNTransformer(model_config)
 
 
-def _speaker_statistics(
+def model_speaker_statistics(
     model: torch.nn.Module, clips: ClipSet, config: TrainingConfig | None = None
 ) -> torch.Tensor | None:
-    """What a ``statistics_per_speaker`` model needs besides features (else None)."""
-    if not getattr(model.config, "statistics_per_speaker", False):
+    """What a ``statistics_per_speaker`` model needs besides features, (N, 2, size); else None.
+
+    With the training `config`, also checks that the recipe allows such a model.
+    """
+    if not model.config.statistics_per_speaker:
         return None
     if config is not None and not config.speaker_normalization:
         raise TrainingConfigError(
@@ -122,18 +125,25 @@ def predict_clips(
     for i, clip in enumerate(features):
         if clip.shape[1] < min_frames:
             clip = clip.repeat(1, -(-min_frames // clip.shape[1]))
-        if speaker_statistics is None:
-            logits.append(model(clip[None])[0])
-        else:
-            logits.append(model(clip[None], speaker_statistics=speaker_statistics[i : i + 1])[0])
+        mine = None if speaker_statistics is None else speaker_statistics[i : i + 1]
+        logits.append(model(clip[None], speaker_statistics=mine)[0])
     return torch.stack(logits).numpy() if logits else np.zeros((0, 0), dtype=np.float32)
 
 
 def evaluate_clips(
-    model: torch.nn.Module, clips: ClipSet, indices: np.ndarray
+    model: torch.nn.Module,
+    clips: ClipSet,
+    indices: np.ndarray,
+    speaker_statistics: torch.Tensor | None = None,
 ) -> ClassificationMetrics:
-    """UA, WA, ... of the model on whole clips `indices` of `clips`."""
-    statistics = _speaker_statistics(model, clips)
+    """UA, WA, ... of the model on whole clips `indices` of `clips`.
+
+    `speaker_statistics`: :func:`model_speaker_statistics` of `clips` when already at hand
+    (computed here otherwise).
+    """
+    statistics = speaker_statistics
+    if statistics is None:
+        statistics = model_speaker_statistics(model, clips)
     logits = predict_clips(
         model,
         [clips.features[i] for i in indices],
@@ -280,7 +290,7 @@ def train_model(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = build_model(config, clips.features[0].shape[0], len(clips.classes))
-    speaker_statistics = _speaker_statistics(model, clips, config)
+    speaker_statistics = model_speaker_statistics(model, clips, config)
     # The statistics live in the model as buffers, so the ONNX export normalises too.
     model.set_normalization(*frame_statistics(clips.features[i] for i in train_indices))
     optimizer = torch.optim.AdamW(
@@ -349,10 +359,8 @@ def train_model(
                 )
             if config.augmentation.mixup_alpha > 0:
                 features, targets = mixup(features, targets, config.augmentation.mixup_alpha, rng)
-            if speaker_statistics is None:
-                logits = model(features)
-            else:
-                logits = model(features, speaker_statistics=speaker_statistics[batch])
+            batch_statistics = None if speaker_statistics is None else speaker_statistics[batch]
+            logits = model(features, speaker_statistics=batch_statistics)
             loss = F.cross_entropy(logits, targets, weight=weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -366,7 +374,7 @@ def train_model(
         validation_ua = validation_wa = None
         improved = False
         if len(validation_indices):
-            metrics = evaluate_clips(model, clips, validation_indices)
+            metrics = evaluate_clips(model, clips, validation_indices, speaker_statistics)
             validation_ua = metrics.unweighted_average_recall
             validation_wa = metrics.weighted_accuracy
             improved = best_ua is None or validation_ua > best_ua
@@ -415,7 +423,9 @@ def train_model(
         model.load_state_dict(best_state)
     model.eval()
     validation_metrics = (
-        evaluate_clips(model, clips, validation_indices) if len(validation_indices) else None
+        evaluate_clips(model, clips, validation_indices, speaker_statistics)
+        if len(validation_indices)
+        else None
     )
     return TrainingResult(
         model=model,
