@@ -249,3 +249,16 @@ def test_statistics_per_speaker_are_standardised_with_the_speakers_usual_values(
         shifted[:, 0] += 1.0
         assert not torch.allclose(model(clips, speaker_statistics=shifted), logits)
     assert logits.shape == (3, model.config.num_classes)
+
+
+def test_branch_logits_add_up_to_the_joined_logits():
+    model = _model(statistics_branch=True, statistics_deltas=True)
+    features = torch.randn(3, 40, 150)
+    with torch.no_grad():
+        parts = model.branches(features)
+        branch_logits = model.branch_logits(parts)
+        joined = model(features)
+    assert [p.shape[1] for p in parts] == [64, 64, 40, 120]
+    # Each branch's logits carry the bias once; the joined logits carry it once in total.
+    extra_bias = (len(parts) - 1) * model.classifier.bias
+    torch.testing.assert_close(sum(branch_logits) - extra_bias, joined)

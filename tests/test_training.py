@@ -73,6 +73,28 @@ def test_training_recognises_anger_in_speakers_it_never_heard(emodb_dir, angry_n
     assert result.history[-1].train_loss < result.history[0].train_loss
 
 
+@pytest.mark.slow
+def test_with_branch_loss_every_branch_alone_recognises_anger_in_new_speakers(
+    emodb_dir, angry_neutral_clips
+):
+    clips = angry_neutral_clips
+    held_out = np.flatnonzero(np.isin(clips.groups, list(HELD_OUT_SPEAKERS)))
+    train = np.flatnonzero(~np.isin(clips.groups, list(HELD_OUT_SPEAKERS)))
+    config = tiny_config(emodb_dir, branch_loss=1.0)
+    config = config.model_copy(update={"model": {**config.model, "statistics_branch": True}})
+
+    model = train_model(config, clips, train, np.array([], dtype=np.int64)).model.eval()
+
+    # The held-out speakers' clips, each alone, through each branch's own logits.
+    with torch.no_grad():
+        per_clip = [model.branch_logits(model.branches(clips.features[i][None])) for i in held_out]
+    targets = clips.targets[held_out]
+    for branch in range(4):  # two CNNs, the transformer, the statistics
+        predicted = np.array([logits[branch][0].argmax().item() for logits in per_clip])
+        recall = [np.mean(predicted[targets == c] == c) for c in (0, 1)]
+        assert np.mean(recall) >= 0.75, (branch, recall)
+
+
 def test_resumed_training_equals_uninterrupted_training(emodb_dir, angry_neutral_clips, tmp_path):
     clips = angry_neutral_clips
     subset = np.arange(0, len(clips), 3)  # a third of the clips keeps this test quick

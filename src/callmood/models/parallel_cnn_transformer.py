@@ -375,6 +375,15 @@ class ParallelCNNTransformer(nn.Module):
         torch.Tensor
             (B, num_classes) logits (apply softmax for probabilities).
         """
+        return self.classifier(torch.cat(self.branches(features, lengths, speaker_statistics), 1))
+
+    def branches(
+        self,
+        features: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        speaker_statistics: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """Each branch's output, (B, size) each, in the classifier's order; as :meth:`forward`."""
         self._check(features)
         x = (features - self.feature_mean[:, None]) / self.feature_std[:, None]  # (B, F, T)
         cnn_mask = transformer_mask = frame_mask = None
@@ -414,7 +423,21 @@ class ParallelCNNTransformer(nn.Module):
             parts.append((statistics - speaker_statistics[:, 0]) / speaker_statistics[:, 1])
         elif self.config.statistics_branch:
             parts.append(time_statistics(x, frame_mask, self.config.statistics_deltas))
-        return self.classifier(torch.cat(parts, dim=1))  # (B, 2 * C * F/32 + F [+ 2F or 3F])
+        return parts
+
+    def branch_logits(self, parts: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Logits of each branch alone: its slice of the classifier's weights, and the bias.
+
+        The joined logits are their sum less the repeated bias, so a loss on each branch
+        (`branch_loss` in training) asks every branch to classify by itself without
+        changing the network that is exported.
+        """
+        logits, start = [], 0
+        for part in parts:
+            weight = self.classifier.weight[:, start : start + part.shape[1]]
+            logits.append(F.linear(part, weight, self.classifier.bias))
+            start += part.shape[1]
+        return logits
 
     def _check(self, features: torch.Tensor) -> None:
         if torch.compiler.is_compiling():  # shapes are symbolic while exporting

@@ -165,6 +165,15 @@ class TrainingConfig(_Strict):
         ),
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    branch_loss: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "weight of a cross-entropy on each branch's own logits (its slice of the classifier), "
+            "added to the joined loss, so that no branch can lean on the others; "
+            "0 = the joined loss only"
+        ),
+    )
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
     num_threads: int | None = Field(
         1, ge=1, description="torch CPU threads (None = torch's default)"

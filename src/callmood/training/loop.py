@@ -360,8 +360,15 @@ def train_model(
             if config.augmentation.mixup_alpha > 0:
                 features, targets = mixup(features, targets, config.augmentation.mixup_alpha, rng)
             batch_statistics = None if speaker_statistics is None else speaker_statistics[batch]
-            logits = model(features, speaker_statistics=batch_statistics)
+            parts = model.branches(features, speaker_statistics=batch_statistics)
+            logits = model.classifier(torch.cat(parts, dim=1))
             loss = F.cross_entropy(logits, targets, weight=weights)
+            if config.branch_loss > 0:
+                branch_losses = [
+                    F.cross_entropy(branch, targets, weight=weights)
+                    for branch in model.branch_logits(parts)
+                ]
+                loss = loss + config.branch_loss * torch.stack(branch_losses).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
