@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import socket
 import statistics
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import httpx
 import numpy as np
 import soundfile
 import uvicorn
+from support import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RAVDESS = REPO_ROOT.parent / "shared" / "data" / "ravdess"
@@ -55,12 +55,6 @@ def build_call(seconds: float, seed: int = 0) -> bytes:
     buffer = io.BytesIO()
     soundfile.write(buffer, channels.T, 16000, format="FLAC")
     return buffer.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def latencies(client: httpx.Client, seconds: float) -> list[float]:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from support import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RAVDESS = Path(os.environ.get("CALLMOOD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -66,12 +67,6 @@ def speech(seconds: float) -> np.ndarray:
             pieces.append(piece)
             total += len(piece)
     return np.concatenate(pieces)[: int(seconds * SAMPLE_RATE)]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start_server(data_dir: Path, port: int, model_dir: str) -> subprocess.Popen:

@@ -249,6 +249,8 @@ def test_statistics_per_speaker_are_standardised_with_the_speakers_usual_values(
         shifted[:, 0] += 1.0
         assert not torch.allclose(model(clips, speaker_statistics=shifted), logits)
     assert logits.shape == (3, model.config.num_classes)
+    with pytest.raises(ModelInputError, match="without statistics_per_speaker"):
+        _model(statistics_branch=True)(clips, speaker_statistics=usual)
 
 
 def test_branch_logits_add_up_to_the_joined_logits():

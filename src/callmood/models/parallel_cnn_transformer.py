@@ -421,6 +421,11 @@ class ParallelCNNTransformer(nn.Module):
             # statistics of the input features are compared with the speaker's directly.
             statistics = time_statistics(features, frame_mask, self.config.statistics_deltas)
             parts.append((statistics - speaker_statistics[:, 0]) / speaker_statistics[:, 1])
+        elif speaker_statistics is not None:
+            # Silently ignoring them would hide a mix-up of models.
+            raise ModelInputError(
+                "speaker_statistics were given to a model without statistics_per_speaker"
+            )
         elif self.config.statistics_branch:
             parts.append(time_statistics(x, frame_mask, self.config.statistics_deltas))
         return parts
