@@ -1,7 +1,9 @@
 """`callmood evaluate`: speaker-independent protocols and the "Performance evaluation" report."""
 
+import csv
 import json
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -68,6 +70,26 @@ def test_loso_report_states_the_protocol_and_tests_every_speaker_once(
     assert "leave-one-group-out over 3 groups" in markdown
     assert (output / "confusion_matrix.png").is_file()
     assert (output / "fold_ua.png").is_file()
+    # Every test clip once, in the fold that tested its speaker, with its probabilities.
+    with open(output / "predictions.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert (
+        len(rows)
+        == len({row["clip"] for row in rows})
+        == report["summary"]["pooled"]["num_examples"]
+    )
+    for row in rows:
+        assert row["fold"] == row["speaker"]
+        probabilities = {name: float(row[f"p_{name}"]) for name in ("neutral", "angry")}
+        assert sum(probabilities.values()) == pytest.approx(1, abs=1e-4)
+        assert row["predicted"] == max(probabilities, key=probabilities.get)
+    recalls = [
+        np.mean([r["predicted"] == label for r in rows if r["label"] == label])
+        for label in ("neutral", "angry")
+    ]
+    assert report["summary"]["pooled"]["unweighted_average_recall"] == pytest.approx(
+        np.mean(recalls)
+    )
 
 
 def test_saved_model_is_tested_on_a_manifest_with_labels_mapped_to_its_classes(
@@ -117,7 +139,6 @@ def test_cross_corpus_needs_both_corpora_in_the_data(three_speaker_manifest):
 def test_held_out_test_prepares_clips_as_a_speaker_normalised_model_was_trained(
     three_speaker_manifest, tmp_path, model_options
 ):
-    import numpy as np
     import torch
 
     from callmood.features import FeatureExtractor
@@ -186,3 +207,6 @@ def test_held_out_test_prepares_clips_as_a_speaker_normalised_model_was_trained(
         [np.mean(logits.argmax(1)[targets == c] == c) for c in range(len(classes))]
     )
     assert report["summary"]["pooled"]["unweighted_average_recall"] == pytest.approx(expected_ua)
+    with open(tmp_path / "report" / "predictions.csv", newline="") as file:
+        written = {row["clip"]: row["predicted"] for row in csv.DictReader(file)}
+    assert written == {r.id: classes[i] for r, i in zip(test_rows, logits.argmax(1), strict=True)}

@@ -19,12 +19,7 @@ from callmood.errors import CallmoodError
 from callmood.training.config import TrainingConfig
 from callmood.training.data import ClipSet, build_clip_set, load_rows, map_labels
 from callmood.training.folds import Fold, grouped_kfold, leave_one_group_out, validation_split
-from callmood.training.loop import (
-    evaluate_clips,
-    model_speaker_statistics,
-    predict_clips,
-    train_model,
-)
+from callmood.training.loop import model_speaker_statistics, predict_clips, train_model
 from callmood.training.metrics import (
     ClassificationMetrics,
     FoldSummary,
@@ -39,6 +34,44 @@ class EvaluationError(CallmoodError):
     """An evaluation that cannot run as asked (unknown protocol or corpus, no shared labels...)."""
 
 
+@dataclass(frozen=True)
+class ClipPrediction:
+    """One test clip: who said it, its label, the model's guess and class probabilities."""
+
+    clip: str
+    speaker: str
+    label: str
+    predicted: str
+    probabilities: tuple[float, ...]  # in the order of the evaluation's classes
+
+
+def predict_test_clips(
+    model: torch.nn.Module, clips: ClipSet, indices: np.ndarray
+) -> tuple[ClassificationMetrics, list[ClipPrediction]]:
+    """Predict clips `indices` of `clips` whole; their metrics and per-clip predictions."""
+    # Per speaker, as in training, for a statistics_per_speaker model.
+    statistics = model_speaker_statistics(model, clips)
+    logits = predict_clips(
+        model,
+        [clips.features[i] for i in indices],
+        None if statistics is None else statistics[indices],
+    )
+    predicted = logits.argmax(1)
+    probabilities = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+    predictions = [
+        ClipPrediction(
+            clip=clips.rows[i].id,
+            speaker=clips.rows[i].speaker,
+            label=clips.classes[clips.targets[i]],
+            predicted=clips.classes[guess],
+            probabilities=tuple(round(float(p), 5) for p in row),
+        )
+        for i, guess, row in zip(indices, predicted, probabilities, strict=True)
+    ]
+    metrics = classification_metrics(clips.targets[indices], predicted, clips.classes)
+    return metrics, predictions
+
+
 @dataclass
 class FoldOutcome:
     """One fold: what was tested, how training went, the test metrics."""
@@ -51,6 +84,8 @@ class FoldOutcome:
     epochs_run: int
     best_epoch: int
     metrics: ClassificationMetrics
+    # One per test clip, in test order (written to predictions.csv, not to report.json).
+    predictions: list[ClipPrediction] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -158,7 +193,7 @@ def run_folds(
         train_indices = fold.train_indices[train_part]
         validation_indices = fold.train_indices[validation_part]
         result = train_model(config, clips, train_indices, validation_indices)
-        metrics = evaluate_clips(result.model, clips, fold.test_indices)
+        metrics, predictions = predict_test_clips(result.model, clips, fold.test_indices)
         outcome = FoldOutcome(
             name=fold.name,
             test_groups=fold.test_groups,
@@ -168,6 +203,7 @@ def run_folds(
             epochs_run=len(result.history),
             best_epoch=result.best_epoch + 1,
             metrics=metrics,
+            predictions=predictions,
         )
         outcomes.append(outcome)
         if on_fold is not None:
@@ -318,10 +354,7 @@ def evaluate_saved_model(
         trim_silence_db=package.metadata.get("trim_silence_db"),
         on_clip=(lambda i: progress(i + 1, len(kept))) if progress else None,
     )
-    # Per test speaker, as in training, for a statistics_per_speaker model.
-    statistics = model_speaker_statistics(package.model, clips)
-    logits = predict_clips(package.model, clips.features, statistics)
-    metrics = classification_metrics(clips.targets, logits.argmax(1), classes)
+    metrics, predictions = predict_test_clips(package.model, clips, np.arange(len(clips)))
     groups = tuple(sorted({row.group for row in kept}))
     outcome = FoldOutcome(
         name="held-out test",
@@ -332,6 +365,7 @@ def evaluate_saved_model(
         epochs_run=0,
         best_epoch=0,
         metrics=metrics,
+        predictions=predictions,
     )
     return EvaluationResult(
         protocol="holdout",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ REPORT_MARKDOWN = "report.md"
 REPORT_JSON = "report.json"
 CONFUSION_PNG = "confusion_matrix.png"
 FOLDS_PNG = "fold_ua.png"
+PREDICTIONS_CSV = "predictions.csv"
 
 
 def _percent(value: float) -> str:
@@ -141,15 +143,35 @@ def plot_fold_ua(result: EvaluationResult, path: Path) -> None:
 
 
 def write_report(result: EvaluationResult, output_dir: Path) -> Path:
-    """Write ``report.md``, ``report.json`` and the plots into `output_dir`; return the .md path."""
+    """Write ``report.md``, ``report.json``, ``predictions.csv`` and the plots into `output_dir`.
+
+    Returns the path of ``report.md``.
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / REPORT_JSON).write_text(
         json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8"
     )
+    write_predictions(result, output_dir / PREDICTIONS_CSV)
     plot_confusion(result.summary.pooled.confusion, result.classes, output_dir / CONFUSION_PNG)
     if len(result.folds) > 1:
         plot_fold_ua(result, output_dir / FOLDS_PNG)
     markdown = output_dir / REPORT_MARKDOWN
     markdown.write_text(render_markdown(result), encoding="utf-8")
     return markdown
+
+
+def write_predictions(result: EvaluationResult, path: Path) -> None:
+    """Every test clip on one row: fold, clip, speaker, label, prediction, class probabilities."""
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(
+            ["fold", "clip", "speaker", "label", "predicted"]
+            + [f"p_{name}" for name in result.classes]
+        )
+        for fold in result.folds:
+            for clip in fold.predictions:
+                writer.writerow(
+                    [fold.name, clip.clip, clip.speaker, clip.label, clip.predicted]
+                    + [f"{p:.5f}" for p in clip.probabilities]
+                )
