@@ -14,7 +14,9 @@ A second table classifies exactly what the network's statistics branch sees
 row: 3 x 40 values) with a linear model (logistic regression, as the network's
 one linear layer) and with the SVM, with and without standardising them per
 speaker (`model.statistics_per_speaker`). With `--prosody`, pitch (pYIN, 60-500
-Hz) and energy functionals are added to the first table's functionals.
+Hz) and energy functionals of each clip are added to the functionals of the
+first table's plain and speaker-normalised-functionals rows (the rows built
+from normalised frames stay MFCC-only).
 
 Usage: python scripts/functionals_svm.py configs/emodb7_medium.yaml [--prosody]
 (needs scikit-learn, part of the `test` extra).
