@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("config", type=Path, help="a training config")
     parser.add_argument("--override", default="{}", help="JSON object of top-level keys to set")
     parser.add_argument("--folds", type=int, default=5, help="how many of the first folds to run")
+    parser.add_argument("--skip", type=int, default=0, help="start after this many folds")
     parser.add_argument("--protocol", choices=("loso", "kfold"), default="loso")
     parser.add_argument("--kfolds", type=int, default=6, help="k of the kfold protocol")
     parser.add_argument("--branches", action="store_true", help="also each branch's UA alone")
@@ -54,7 +55,7 @@ def main() -> None:
     else:
         folds = grouped_kfold(clips.groups, args.kfolds, corpora=clips.corpora)
     uas = []
-    for fold in folds[: args.folds]:
+    for fold in folds[args.skip : args.skip + args.folds]:
         result = train_model(config, clips, fold.train_indices, np.array([], dtype=np.int64))
         metrics = evaluate_clips(result.model, clips, fold.test_indices)
         uas.append(metrics.unweighted_average_recall)
@@ -66,7 +67,7 @@ def main() -> None:
         )
         if args.branches:
             print(f"  branches alone: {branch_uas(result.model, clips, fold.test_indices)}")
-    print(f"mean UA {100 * np.mean(uas):.1f} % over the first {len(uas)} folds, {args.override}")
+    print(f"mean UA {100 * np.mean(uas):.1f} % over {len(uas)} folds, {args.override}")
 
 
 def branch_uas(model: torch.nn.Module, clips: ClipSet, indices: np.ndarray) -> str:
