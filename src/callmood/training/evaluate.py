@@ -19,7 +19,7 @@ from callmood.errors import CallmoodError
 from callmood.training.config import TrainingConfig
 from callmood.training.data import ClipSet, build_clip_set, load_rows, map_labels
 from callmood.training.folds import Fold, grouped_kfold, leave_one_group_out, validation_split
-from callmood.training.loop import model_speaker_statistics, predict_clips, train_model
+from callmood.training.loop import clip_logits, train_model
 from callmood.training.metrics import (
     ClassificationMetrics,
     FoldSummary,
@@ -49,13 +49,7 @@ def predict_test_clips(
     model: torch.nn.Module, clips: ClipSet, indices: np.ndarray
 ) -> tuple[ClassificationMetrics, list[ClipPrediction]]:
     """Predict clips `indices` of `clips` whole; their metrics and per-clip predictions."""
-    # Per speaker, as in training, for a statistics_per_speaker model.
-    statistics = model_speaker_statistics(model, clips)
-    logits = predict_clips(
-        model,
-        [clips.features[i] for i in indices],
-        None if statistics is None else statistics[indices],
-    )
+    logits = clip_logits(model, clips, indices)
     predicted = logits.argmax(1)
     probabilities = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
     predictions = [

@@ -141,15 +141,25 @@ def evaluate_clips(
     `speaker_statistics`: :func:`model_speaker_statistics` of `clips` when already at hand
     (computed here otherwise).
     """
+    logits = clip_logits(model, clips, indices, speaker_statistics)
+    return classification_metrics(clips.targets[indices], logits.argmax(1), clips.classes)
+
+
+def clip_logits(
+    model: torch.nn.Module,
+    clips: ClipSet,
+    indices: np.ndarray,
+    speaker_statistics: torch.Tensor | None = None,
+) -> np.ndarray:
+    """Logits (len(indices), classes) of whole clips `indices` of `clips`, as evaluate_clips."""
     statistics = speaker_statistics
     if statistics is None:
         statistics = model_speaker_statistics(model, clips)
-    logits = predict_clips(
+    return predict_clips(
         model,
         [clips.features[i] for i in indices],
         None if statistics is None else statistics[indices],
     )
-    return classification_metrics(clips.targets[indices], logits.argmax(1), clips.classes)
 
 
 def _make_scheduler(
