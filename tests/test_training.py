@@ -44,19 +44,31 @@ def tiny_config(emodb_dir, **overrides):
     return parse_training_config(values)
 
 
-@pytest.fixture(scope="module")
-def angry_neutral_clips(emodb_dir):
-    """EmoDB angry and neutral clips (206), decoded and featurised once for the module."""
-    config = tiny_config(emodb_dir)
+def emodb_clips(emodb_dir, config, *, speakers=None, keep_waveforms=False, normalized=False):
+    """EmoDB clips of the config's classes (of `speakers` only, if given), featurised.
+
+    `normalized`: each speaker's features standardised with their own statistics.
+    """
     rows, labels = map_labels(prepare_emodb(emodb_dir), config.label_set)
-    kept = [(r, label) for r, label in zip(rows, labels, strict=True) if label in config.classes]
+    kept = [
+        (r, label)
+        for r, label in zip(rows, labels, strict=True)
+        if label in config.classes and (speakers is None or r.speaker in speakers)
+    ]
     return build_clip_set(
         [k[0] for k in kept],
         [k[1] for k in kept],
         config.class_names(),
         config.feature_config(),
-        keep_waveforms=True,
+        keep_waveforms=keep_waveforms,
+        speaker_normalization=normalized,
     )
+
+
+@pytest.fixture(scope="module")
+def angry_neutral_clips(emodb_dir):
+    """EmoDB angry and neutral clips (206), decoded and featurised once for the module."""
+    return emodb_clips(emodb_dir, tiny_config(emodb_dir), keep_waveforms=True)
 
 
 @pytest.mark.slow
@@ -219,24 +231,6 @@ def test_clips_shorter_than_the_network_minimum_are_still_predicted(emodb_dir):
     assert np.isfinite(logits).all()
 
 
-def held_out_speakers_clips(emodb_dir, config, *, normalized):
-    """The config's classes of the two held-out speakers; with audio when `normalized`."""
-    rows, labels = map_labels(prepare_emodb(emodb_dir), config.label_set)
-    kept = [
-        (r, label)
-        for r, label in zip(rows, labels, strict=True)
-        if r.speaker in HELD_OUT_SPEAKERS and label in config.classes
-    ]
-    return build_clip_set(
-        [k[0] for k in kept],
-        [k[1] for k in kept],
-        config.class_names(),
-        config.feature_config(),
-        keep_waveforms=normalized,
-        speaker_normalization=normalized,
-    )
-
-
 def test_speaker_normalization_standardises_each_speaker_with_their_own_statistics(emodb_dir):
     from callmood.training.loop import _BatchMaker
 
@@ -248,7 +242,13 @@ def test_speaker_normalization_standardises_each_speaker_with_their_own_statisti
     # One male and one female speaker: their raw features differ, so normalising is not a no-op.
     # The same clips as they are (raw) and speaker-normalised, with audio to augment.
     raw, clips = (
-        held_out_speakers_clips(emodb_dir, config, normalized=normalized)
+        emodb_clips(
+            emodb_dir,
+            config,
+            speakers=HELD_OUT_SPEAKERS,
+            keep_waveforms=normalized,
+            normalized=normalized,
+        )
         for normalized in (False, True)
     )
 
@@ -273,7 +273,9 @@ def test_speaker_clip_statistics_give_each_speaker_the_usual_values_of_their_cli
     from callmood.training.data import speaker_clip_statistics
 
     config = tiny_config(emodb_dir, speaker_normalization=True)
-    clips = held_out_speakers_clips(emodb_dir, config, normalized=True)
+    clips = emodb_clips(
+        emodb_dir, config, speakers=HELD_OUT_SPEAKERS, keep_waveforms=True, normalized=True
+    )
     usual = speaker_clip_statistics(clips, deltas=True)
     assert usual.shape == (len(clips), 2, 120)
     for speaker in sorted(HELD_OUT_SPEAKERS):

@@ -375,7 +375,7 @@ class ParallelCNNTransformer(nn.Module):
         torch.Tensor
             (B, num_classes) logits (apply softmax for probabilities).
         """
-        return self.classifier(torch.cat(self.branches(features, lengths, speaker_statistics), 1))
+        return self.joined_logits(self.branches(features, lengths, speaker_statistics))
 
     def branches(
         self,
@@ -429,6 +429,10 @@ class ParallelCNNTransformer(nn.Module):
         elif self.config.statistics_branch:
             parts.append(time_statistics(x, frame_mask, self.config.statistics_deltas))
         return parts
+
+    def joined_logits(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """The one linear layer over the concatenated branch outputs of :meth:`branches`."""
+        return self.classifier(torch.cat(parts, dim=1))
 
     def branch_logits(self, parts: list[torch.Tensor]) -> list[torch.Tensor]:
         """Logits of each branch alone: its slice of the classifier's weights, and the bias.

@@ -371,7 +371,7 @@ def train_model(
                 features, targets = mixup(features, targets, config.augmentation.mixup_alpha, rng)
             batch_statistics = None if speaker_statistics is None else speaker_statistics[batch]
             parts = model.branches(features, speaker_statistics=batch_statistics)
-            logits = model.classifier(torch.cat(parts, dim=1))
+            logits = model.joined_logits(parts)
             loss = F.cross_entropy(logits, targets, weight=weights)
             if config.branch_loss > 0:
                 branch_losses = [
