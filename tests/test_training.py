@@ -97,7 +97,9 @@ def test_with_branch_loss_every_branch_alone_recognises_anger_in_new_speakers(
 
     model = train_model(config, clips, train, np.array([], dtype=np.int64)).model.eval()
 
-    # The held-out speakers' clips, each alone, through each branch's own logits.
+    # The held-out speakers' clips, each alone, through each branch's own logits. This checks
+    # that the option trains end to end with usable branch logits; angry vs neutral is easy
+    # enough that the branches also pass without the branch loss (measured: seed 0).
     with torch.no_grad():
         per_clip = [model.branch_logits(model.branches(clips.features[i][None])) for i in held_out]
     targets = clips.targets[held_out]
