@@ -25,10 +25,11 @@ def three_speaker_manifest(emodb_dir, tmp_path_factory):
     return folder / "manifest.csv"
 
 
-def test_loso_report_states_the_protocol_and_tests_every_speaker_once(
-    three_speaker_manifest, tmp_path
-):
-    config_path = tmp_path / "config.yaml"
+@pytest.fixture(scope="module")
+def loso_runs(three_speaker_manifest, tmp_path_factory):
+    """The same small LOSO recipe evaluated with seeds 0 and 1: (CLI results, report folders)."""
+    folder = tmp_path_factory.mktemp("loso")
+    config_path = folder / "config.yaml"
     config_path.write_text(
         yaml.safe_dump(
             {
@@ -47,11 +48,22 @@ def test_loso_report_states_the_protocol_and_tests_every_speaker_once(
             }
         )
     )
-    output = tmp_path / "report"
+    results, outputs = [], []
+    for seed in (0, 1):
+        output = folder / f"seed{seed}"
+        command = ["evaluate", "-c", str(config_path), "-p", "loso", "-o", str(output)]
+        results.append(CliRunner().invoke(app, command + ["--seed", str(seed)]))
+        outputs.append(output)
+    return results, outputs
 
-    result = CliRunner().invoke(
-        app, ["evaluate", "-c", str(config_path), "-p", "loso", "-o", str(output)]
-    )
+
+def read_predictions(folder):
+    with open(folder / "predictions.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_loso_report_states_the_protocol_and_tests_every_speaker_once(loso_runs):
+    result, output = loso_runs[0][0], loso_runs[1][0]
 
     assert result.exit_code == 0, result.output
     report = json.loads((output / "report.json").read_text())
@@ -71,8 +83,7 @@ def test_loso_report_states_the_protocol_and_tests_every_speaker_once(
     assert (output / "confusion_matrix.png").is_file()
     assert (output / "fold_ua.png").is_file()
     # Every test clip once, in the fold that tested its speaker, with its probabilities.
-    with open(output / "predictions.csv", newline="") as file:
-        rows = list(csv.DictReader(file))
+    rows = read_predictions(output)
     assert (
         len(rows)
         == len({row["clip"] for row in rows})
@@ -90,6 +101,77 @@ def test_loso_report_states_the_protocol_and_tests_every_speaker_once(
     assert report["summary"]["pooled"]["unweighted_average_recall"] == pytest.approx(
         np.mean(recalls)
     )
+
+
+def test_seed_option_trains_another_run_of_the_same_recipe(loso_runs):
+    results, outputs = loso_runs
+    assert [r.exit_code for r in results] == [0, 0], [r.output for r in results]
+    reports = [json.loads((o / "report.json").read_text()) for o in outputs]
+    assert [r["details"]["config"]["seed"] for r in reports] == [0, 1]
+    first, second = (read_predictions(o) for o in outputs)
+    assert [r["clip"] for r in first] == [r["clip"] for r in second]
+    assert [r["p_angry"] for r in first] != [r["p_angry"] for r in second]
+
+
+def test_ensemble_averages_each_clips_probabilities_over_the_runs(loso_runs, tmp_path):
+    outputs = loso_runs[1]
+
+    result = CliRunner().invoke(
+        app, ["ensemble", *map(str, outputs), "-o", str(tmp_path / "ensemble")]
+    )
+
+    assert result.exit_code == 0, result.output
+    members = [{r["clip"]: r for r in read_predictions(o)} for o in outputs]
+    rows = read_predictions(tmp_path / "ensemble")
+    assert {r["clip"] for r in rows} == set(members[0])
+    for row in rows:
+        for name in ("neutral", "angry"):
+            mean = np.mean([float(m[row["clip"]][f"p_{name}"]) for m in members])
+            assert float(row[f"p_{name}"]) == pytest.approx(mean, abs=2e-5)
+        assert row["predicted"] == max(("neutral", "angry"), key=lambda n: float(row[f"p_{n}"]))
+    report = json.loads((tmp_path / "ensemble" / "report.json").read_text())
+    assert report["protocol"] == "loso"
+    assert [f["test_groups"] for f in report["folds"]] == [["emodb:09"], ["emodb:10"], ["emodb:11"]]
+    recalls = [
+        np.mean([r["predicted"] == label for r in rows if r["label"] == label])
+        for label in ("neutral", "angry")
+    ]
+    assert report["summary"]["pooled"]["unweighted_average_recall"] == pytest.approx(
+        np.mean(recalls)
+    )
+    assert report["details"]["ensemble"]["member_seeds"] == [0, 1]
+    markdown = (tmp_path / "ensemble" / "report.md").read_text()
+    assert "ensemble of 2 runs" in markdown
+    assert "## Ensemble members" in markdown
+
+
+def test_ensemble_refuses_runs_that_are_not_the_same_evaluation(loso_runs, tmp_path):
+    import shutil
+
+    first, second = loso_runs[1]
+    short = tmp_path / "short"
+    shutil.copytree(second, short)
+    rows = read_predictions(short)
+    with open(short / "predictions.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows[1:])  # one test clip fewer
+    no_predictions = tmp_path / "old"
+    shutil.copytree(second, no_predictions)
+    (no_predictions / "predictions.csv").unlink()
+
+    for arguments, problem in [
+        ([first, short], "differ in 1 test clip"),
+        ([first, no_predictions], "no predictions.csv"),
+        ([first], "at least two evaluation reports"),
+        ([first, first], "the same report is given twice"),
+    ]:
+        result = CliRunner().invoke(
+            app, ["ensemble", *map(str, arguments), "-o", str(tmp_path / "out")]
+        )
+        assert result.exit_code != 0
+        assert problem in str(result.exception) + result.output
+    assert not (tmp_path / "out").exists()  # nothing written for a refused ensemble
 
 
 def test_saved_model_is_tested_on_a_manifest_with_labels_mapped_to_its_classes(

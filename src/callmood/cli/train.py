@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from callmood.errors import CallmoodError
+
+if TYPE_CHECKING:
+    from callmood.training.config import TrainingConfig
+    from callmood.training.evaluate import EvaluationResult
 
 console = Console()
 
@@ -20,6 +25,7 @@ def register(app: typer.Typer) -> None:
     """Add `train` and `evaluate` to the root app."""
     app.command("train")(train_command)
     app.command("evaluate")(evaluate_command)
+    app.command("ensemble")(ensemble_command)
 
 
 def train_command(
@@ -48,14 +54,20 @@ def train_command(
         show_default=False,
         min=1,
     ),
+    seed: int | None = typer.Option(
+        None,
+        "--seed",
+        help="Random seed; overrides the config's seed (another seed = another training run "
+        "of the same recipe).",
+        show_default=False,
+        min=0,
+    ),
 ) -> None:
     """Train the parallel CNN + transformer from a config and save a model package (with ONNX)."""
     from callmood.training.config import load_training_config
     from callmood.training.run import run_training
 
-    training_config = load_training_config(config)
-    if threads is not None:
-        training_config = training_config.model_copy(update={"num_threads": threads})
+    training_config = _with_overrides(load_training_config(config), threads, seed)
     output = output or Path("runs") / config.stem
     if resume and not (output / "checkpoints" / "last.pt").is_file():
         raise TrainCommandError(f"--resume: no checkpoint to resume in {output / 'checkpoints'}")
@@ -120,6 +132,14 @@ def evaluate_command(
     threads: int | None = typer.Option(
         None, "--threads", help="torch CPU threads (default: the config's).", min=1
     ),
+    seed: int | None = typer.Option(
+        None,
+        "--seed",
+        help="Random seed; overrides the config's seed (another seed = another training run "
+        "of the same recipe).",
+        show_default=False,
+        min=0,
+    ),
 ) -> None:
     """Evaluate speaker-independently and write a "Performance evaluation" report.
 
@@ -132,7 +152,6 @@ def evaluate_command(
         evaluate_cross_validation,
         evaluate_saved_model,
     )
-    from callmood.training.report import write_report
 
     with _progress() as progress:
         task = progress.add_task("decoding clips", total=None, status="")
@@ -162,9 +181,7 @@ def evaluate_command(
         else:
             if config is None:
                 raise TrainCommandError("give --config (a training recipe) or --model")
-            training_config = load_training_config(config)
-            if threads is not None:
-                training_config = training_config.model_copy(update={"num_threads": threads})
+            training_config = _with_overrides(load_training_config(config), threads, seed)
             if protocol == "cross-corpus":
                 if not train_corpus or not test_corpus:
                     raise TrainCommandError(
@@ -190,6 +207,45 @@ def evaluate_command(
                 raise TrainCommandError(
                     f"--protocol must be loso, kfold or cross-corpus, got {protocol!r}"
                 )
+    _write_and_summarise(result, output)
+
+
+def ensemble_command(
+    reports: list[Path] = typer.Argument(
+        ...,
+        help="Two or more report folders of `callmood evaluate` (same protocol, clips, folds).",
+        show_default=False,
+    ),
+    output: Path = typer.Option(
+        Path("ensemble"),
+        "--output",
+        "-o",
+        help="Folder for the ensemble's report.md, report.json, predictions.csv and plots.",
+    ),
+) -> None:
+    """Average the class probabilities of several evaluation runs and report the ensemble.
+
+    Each test clip's probabilities are averaged over the runs (soft voting),
+    then scored fold by fold like any evaluation. Example, three seeds:
+
+    callmood evaluate -c configs/emodb7.yaml -p loso --seed 1 -o runs/s1
+
+    (likewise --seed 0 and --seed 2), then
+
+    callmood ensemble runs/s0 runs/s1 runs/s2 -o runs/emodb7-3seeds
+    """
+    from callmood.training.ensemble import average_reports
+
+    result = average_reports(reports)
+    for folder, ua in zip(reports, result.details["ensemble"]["member_mean_ua"], strict=True):
+        console.print(f"{folder}: UA {100 * ua:.1f} %")
+    _write_and_summarise(result, output)
+
+
+def _write_and_summarise(result: EvaluationResult, output: Path) -> None:
+    """Write the report into `output` and print its headline numbers."""
+    from callmood.training.report import write_report
+
     report = write_report(result, output)
     mean, std = result.summary.mean, result.summary.std
     console.print(
@@ -199,6 +255,14 @@ def evaluate_command(
         f"over {len(result.folds)} fold(s)"
     )
     console.print(f"report: {report}")
+
+
+def _with_overrides(
+    config: TrainingConfig, threads: int | None, seed: int | None
+) -> TrainingConfig:
+    """The config with the command line's --threads and --seed, where given."""
+    updates = {"num_threads": threads, "seed": seed}
+    return config.model_copy(update={k: v for k, v in updates.items() if v is not None})
 
 
 def _progress():  # noqa: ANN202

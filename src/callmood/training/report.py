@@ -77,6 +77,19 @@ def render_markdown(result: EvaluationResult) -> str:
             f"| {_percent(fold.metrics.unweighted_average_recall)} "
             f"| {_percent(fold.metrics.weighted_accuracy)} |"
         )
+    ensemble = result.details.get("ensemble")
+    if ensemble:
+        lines += [
+            "",
+            "## Ensemble members (their class probabilities are averaged per clip)",
+            "",
+            "| report | seed | mean UA (%) |",
+            "|---|---|---|",
+        ]
+        for folder, seed, ua in zip(
+            ensemble["members"], ensemble["member_seeds"], ensemble["member_mean_ua"], strict=True
+        ):
+            lines.append(f"| {folder} | {'-' if seed is None else seed} | {_percent(ua)} |")
     lines += [
         "",
         "## Confusion matrix (pooled; rows = true class, columns = predicted)",
