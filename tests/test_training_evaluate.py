@@ -159,10 +159,14 @@ def test_ensemble_refuses_runs_that_are_not_the_same_evaluation(loso_runs, tmp_p
     no_predictions = tmp_path / "old"
     shutil.copytree(second, no_predictions)
     (no_predictions / "predictions.csv").unlink()
+    garbage = tmp_path / "garbage"
+    shutil.copytree(second, garbage)
+    (garbage / "report.json").write_text('{"folds": [{"name": "emodb:09"}]}')
 
     for arguments, problem in [
         ([first, short], "differ in 1 test clip"),
         ([first, no_predictions], "no predictions.csv"),
+        ([first, garbage], "is not a callmood evaluation report"),
         ([first], "at least two evaluation reports"),
         ([first, first], "the same report is given twice"),
     ]:

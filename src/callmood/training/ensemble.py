@@ -41,8 +41,23 @@ def _read_member(folder: Path) -> tuple[dict, dict[tuple[str, str], dict[str, st
             rows = list(csv.DictReader(file))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as error:
         raise EnsembleError(f"{folder}: cannot read the report: {error}") from error
-    if not isinstance(report, dict) or not isinstance(report.get("folds"), list):
+    fold_fields = ("name", "test_groups", "num_train", "num_validation", "epochs_run")
+    try:
+        well_formed = all(
+            all(name in fold for name in (*fold_fields, "best_epoch")) for fold in report["folds"]
+        ) and isinstance(report["summary"]["mean"]["unweighted_average_recall"], (int, float))
+    except (KeyError, TypeError):
+        well_formed = False
+    if not well_formed:
         raise EnsembleError(f"{report_path} is not a callmood evaluation report")
+    columns = ["fold", "clip", "speaker", "label", "predicted"]
+    columns += [f"p_{name}" for name in report.get("classes", [])]
+    missing = [name for name in columns if rows and name not in rows[0]]
+    if missing or not rows:
+        raise EnsembleError(
+            f"{predictions_path} has no predictions"
+            + (f" (no column {', '.join(missing)})" if missing else "")
+        )
     predictions = {}
     for row in rows:
         key = (row.get("fold", ""), row.get("clip", ""))
