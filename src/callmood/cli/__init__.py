@@ -18,7 +18,7 @@ app = typer.Typer(
     name="callmood",
     help=(
         "Recognise emotions in speech and watch customer-service calls for them.\n\n"
-        "Toolkit: `data` (prepare corpora, report), `train`, `evaluate`.\n"
+        "Toolkit: `data` (prepare corpora, report), `train`, `evaluate`, `ensemble`.\n"
         "Calls: `analyze` one call, `batch` an archive on Dask, `serve` the dashboard and API."
     ),
     no_args_is_help=True,
