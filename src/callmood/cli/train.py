@@ -17,6 +17,17 @@ if TYPE_CHECKING:
 console = Console()
 
 
+# Shared by `train` and `evaluate`.
+SEED_OPTION = typer.Option(
+    None,
+    "--seed",
+    help="Random seed; overrides the config's seed (another seed = another training run "
+    "of the same recipe).",
+    show_default=False,
+    min=0,
+)
+
+
 class TrainCommandError(CallmoodError):
     """Command-line arguments of `train` / `evaluate` that do not fit together."""
 
@@ -54,14 +65,7 @@ def train_command(
         show_default=False,
         min=1,
     ),
-    seed: int | None = typer.Option(
-        None,
-        "--seed",
-        help="Random seed; overrides the config's seed (another seed = another training run "
-        "of the same recipe).",
-        show_default=False,
-        min=0,
-    ),
+    seed: int | None = SEED_OPTION,
 ) -> None:
     """Train the parallel CNN + transformer from a config and save a model package (with ONNX)."""
     from callmood.training.config import load_training_config
@@ -132,14 +136,7 @@ def evaluate_command(
     threads: int | None = typer.Option(
         None, "--threads", help="torch CPU threads (default: the config's).", min=1
     ),
-    seed: int | None = typer.Option(
-        None,
-        "--seed",
-        help="Random seed; overrides the config's seed (another seed = another training run "
-        "of the same recipe).",
-        show_default=False,
-        min=0,
-    ),
+    seed: int | None = SEED_OPTION,
 ) -> None:
     """Evaluate speaker-independently and write a "Performance evaluation" report.
 
