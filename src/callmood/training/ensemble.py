@@ -41,17 +41,19 @@ def _read_member(folder: Path) -> tuple[dict, dict[tuple[str, str], dict[str, st
             rows = list(csv.DictReader(file))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as error:
         raise EnsembleError(f"{folder}: cannot read the report: {error}") from error
-    fold_fields = ("name", "test_groups", "num_train", "num_validation", "epochs_run")
+    fold_fields = ("name", "test_groups", "num_train", "num_validation", "epochs_run", "best_epoch")
     try:
-        well_formed = all(
-            all(name in fold for name in (*fold_fields, "best_epoch")) for fold in report["folds"]
-        ) and isinstance(report["summary"]["mean"]["unweighted_average_recall"], (int, float))
+        well_formed = (
+            isinstance(report["classes"], list)
+            and isinstance(report["summary"]["mean"]["unweighted_average_recall"], (int, float))
+            and all(all(name in fold for name in fold_fields) for fold in report["folds"])
+        )
     except (KeyError, TypeError):
         well_formed = False
     if not well_formed:
         raise EnsembleError(f"{report_path} is not a callmood evaluation report")
     columns = ["fold", "clip", "speaker", "label", "predicted"]
-    columns += [f"p_{name}" for name in report.get("classes", [])]
+    columns += [f"p_{name}" for name in report["classes"]]
     missing = [name for name in columns if rows and name not in rows[0]]
     if missing or not rows:
         raise EnsembleError(
