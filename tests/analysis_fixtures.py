@@ -17,8 +17,18 @@ from callmood.audio import SAMPLE_RATE, load_audio
 LABELS = ("neutral", "happy", "sad", "angry")
 
 
-def make_random_package(directory: Path, *, export_onnx: bool = False, seed: int = 0) -> Path:
-    """A model package with random weights (4 classes, 40 MFCCs, 3 s windows)."""
+def make_random_package(
+    directory: Path,
+    *,
+    export_onnx: bool = False,
+    seed: int = 0,
+    caller_normalization: bool = False,
+) -> Path:
+    """A model package with random weights (4 classes, 40 MFCCs, 3 s windows).
+
+    With `caller_normalization`, a prior (the MFCC statistics of a typical voice, 3 s) is
+    written so that analysis normalises each caller (callmood.normalization).
+    """
     import torch
 
     from callmood.features import FeatureConfig
@@ -27,15 +37,30 @@ def make_random_package(directory: Path, *, export_onnx: bool = False, seed: int
 
     torch.manual_seed(seed)
     model = ParallelCNNTransformer(ModelConfig(num_features=40, num_classes=len(LABELS))).eval()
+    extra = {"name": "random-test-model"}
+    if caller_normalization:
+        prior = _typical_voice_prior()
+        # The network standardises with the prior, as a trained one does.
+        model.set_normalization(torch.from_numpy(prior.mean), torch.from_numpy(prior.std))
+        extra["caller_normalization"] = prior.to_dict(hop_seconds=0.010)
     return save_model_package(
         directory,
         model,
         labels=LABELS,
         feature_config=FeatureConfig(),
         window_seconds=3.0,
-        extra={"name": "random-test-model"},
+        extra=extra,
         export_onnx=export_onnx,
     )
+
+
+def _typical_voice_prior():  # noqa: ANN202 (CallerPrior, imported late like torch)
+    from callmood.normalization import CallerPrior
+
+    # Roughly what 40 MFCCs of speech look like: a loud, spread c0, smaller higher ones.
+    mean = np.concatenate([[-300.0], np.linspace(80.0, 0.0, 39)])
+    std = np.concatenate([[80.0], np.linspace(30.0, 8.0, 39)])
+    return CallerPrior(mean=mean, std=std, frames=300)
 
 
 def ravdess_clip(ravdess_dir: Path, actor: int, code: str) -> np.ndarray:

@@ -22,6 +22,7 @@ from callmood.alerts import DEFAULT_RULES, RuleEngine, RuleSet, load_rules, nega
 from callmood.audio import SAMPLE_RATE, audio_info, iter_audio_blocks
 from callmood.errors import CallmoodError
 from callmood.inference import EmotionModel, pad_centered
+from callmood.normalization import CallerNormalizer
 from callmood.results import (
     AlertEvent,
     CallResult,
@@ -245,6 +246,10 @@ class StreamingAnalyzer:
             strict=rule_set is not DEFAULT_RULES,
         )
         self._queue: list[_Span] = []
+        # A caller-normalised model: each analysed speaker's running feature statistics.
+        self._callers: dict[str, CallerNormalizer] = {}
+        if self.model.caller_prior is not None:
+            self._callers = {s: CallerNormalizer(self.model.caller_prior) for s in self.analyzed}
         self._raw: dict[str, list[_Predicted]] = {s: [] for s in self.analyzed}
         self._raw_emitted = dict.fromkeys(self.analyzed, 0)
         self.windows: dict[str, list[WindowResult]] = {s: [] for s in self.analyzed}
@@ -416,27 +421,45 @@ class StreamingAnalyzer:
             # All spans end to end, one spectrogram: window_features recomputes each
             # window's edge frames from its own samples, so neighbours never leak in.
             length, parts, starts, position = self.window_samples, [], [], 0
+            real_frames: list[slice | None] = []  # per window: the frames that hear audio
             for span in pending:
                 audio = (
                     span.audio if len(span.audio) >= length else pad_centered(span.audio, length)
                 )
                 starts += [position + window[0] - span.start for window in span.windows]
+                real_frames += [self._real_frames(len(span.audio))] * len(span.windows)
                 parts.append(audio)
                 position += len(audio)
             features = self.model.window_features(np.concatenate(parts), starts, length)
+            windows = [(span.speaker, item) for span in pending for item in span.windows]
+            if self._callers:
+                # Each speaker's windows in time order: every window is normalised with
+                # that caller's speech up to its own end, never with later audio.
+                for k, (speaker, _) in enumerate(windows):
+                    features[k] = self._callers[speaker].normalize(features[k], real_frames[k])
             size = self.options.batch_size
             probabilities = np.concatenate(
                 [
-                    self.model.predict_features(features[first : first + size])
+                    self.model.predict_features(
+                        features[first : first + size], normalized=bool(self._callers)
+                    )
                     for first in range(0, len(features), size)
                 ]
             )
-            windows = [(span.speaker, item) for span in pending for item in span.windows]
             for (speaker, item), probs in zip(windows, probabilities, strict=True):
                 self._raw[speaker].append(_Predicted(item, probs))
         for speaker in self.analyzed:
             events += self._smooth(speaker, final=False)
         return events
+
+    def _real_frames(self, samples: int) -> slice | None:
+        # A window shorter than the model's is centred in zeros (pad_centered): only the
+        # frames centred on its audio count towards the caller's statistics.
+        if samples >= self.window_samples:
+            return None
+        hop = self.model.feature_config.hop_length
+        offset = (self.window_samples - samples) // 2
+        return slice(-(-offset // hop), -(-(offset + samples) // hop))
 
     def _smooth(self, speaker: str, *, final: bool) -> list[WindowEvent | AlertEvent]:
         # Centred moving average over the speaker's windows of one speech stretch (a

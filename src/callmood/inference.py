@@ -17,7 +17,14 @@ import torch
 
 from callmood.errors import CallmoodError
 from callmood.features import FeatureConfig, FeatureExtractor
-from callmood.models.package import DEFAULT_MODEL_DIR, load_model_package, read_model_metadata
+from callmood.models.package import (
+    DEFAULT_MODEL_DIR,
+    ModelPackageError,
+    caller_prior_of,
+    load_model_package,
+    read_model_metadata,
+)
+from callmood.normalization import CallerPrior, normalize_alone
 
 Backend = Literal["onnx", "torch"]
 BACKENDS = ("onnx", "torch")
@@ -63,6 +70,9 @@ class EmotionModel:
         The length of audio (seconds) the model was trained on.
     backend
         ``"onnx"`` or ``"torch"``: what actually runs.
+    caller_prior
+        For a caller-normalised model (callmood.normalization): the training population's
+        feature statistics each caller is mapped onto; None for a plain model.
     """
 
     def __init__(
@@ -76,6 +86,7 @@ class EmotionModel:
         onnx_session: object | None = None,
         torch_model: torch.nn.Module | None = None,
         directory: Path | None = None,
+        caller_prior: CallerPrior | None = None,
     ) -> None:
         if (onnx_session is None) == (torch_model is None):
             raise ValueError("give exactly one of onnx_session or torch_model")
@@ -85,6 +96,7 @@ class EmotionModel:
         self.window_seconds = float(window_seconds)
         self.backend: Backend = backend
         self.directory = directory
+        self.caller_prior = caller_prior
         self._session = onnx_session
         self._torch_model = torch_model
         self._extractor = FeatureExtractor(feature_config).eval()
@@ -141,12 +153,18 @@ class EmotionModel:
                 "`callmood evaluate --model` but not used to analyse calls. Train with "
                 "speaker_normalization: false for analysis."
             )
+        feature_config = FeatureConfig.from_dict(meta["feature_config"])
+        try:
+            caller_prior = caller_prior_of(meta, feature_config, directory)
+        except ModelPackageError as error:
+            raise ModelLoadError(str(error)) from None
         common = dict(
             name=str(meta.get("name", directory.name)),
             labels=tuple(meta["labels"]),
-            feature_config=FeatureConfig.from_dict(meta["feature_config"]),
+            feature_config=feature_config,
             window_seconds=float(meta["window_seconds"]),
             directory=directory,
+            caller_prior=caller_prior,
         )
         onnx_path = directory / "model.onnx"
         if backend == "onnx" and onnx_path.is_file():
@@ -169,6 +187,9 @@ class EmotionModel:
     def predict(self, waveforms: np.ndarray) -> np.ndarray:
         """Class probabilities for a batch of windows.
 
+        A caller-normalised model treats each window as the first of a call of its own;
+        a call's windows in order go through :class:`callmood.analysis.StreamingAnalyzer`.
+
         Parameters
         ----------
         waveforms
@@ -187,11 +208,13 @@ class EmotionModel:
             features = self._extractor(torch.from_numpy(waveforms))
         return self.predict_features(features.numpy())
 
-    def predict_features(self, features: np.ndarray) -> np.ndarray:
+    def predict_features(self, features: np.ndarray, *, normalized: bool = False) -> np.ndarray:
         """Class probabilities for a batch of feature maps (B, num_features, frames).
 
         The maps are what :meth:`window_features` (or the model's feature extractor)
-        computes; returns (B, len(labels)) float32 probabilities.
+        computes; returns (B, len(labels)) float32 probabilities. For a caller-normalised
+        model, each map is normalised as a call of its own unless `normalized` says a
+        :class:`callmood.normalization.CallerNormalizer` already did.
         """
         features = np.ascontiguousarray(features, dtype=np.float32)
         if features.ndim != 3 or features.shape[1] != self.feature_config.num_features:
@@ -201,6 +224,8 @@ class EmotionModel:
             )
         if len(features) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
+        if self.caller_prior is not None and not normalized:
+            features = normalize_alone(torch.from_numpy(features), self.caller_prior).numpy()
         with torch.inference_mode():
             if self._session is not None:
                 logits = self._session.run(["logits"], {"features": features})[0]

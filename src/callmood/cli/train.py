@@ -104,7 +104,9 @@ def evaluate_command(
         "-p",
         help="loso = leave one group out (EmoDB: 10 speakers, IEMOCAP: 5 sessions); "
         "kfold = speaker-grouped k-fold (--folds); cross-corpus = train on --train-corpus, "
-        "test on --test-corpus. Ignored with --model.",
+        "test on --test-corpus; leave-corpus-out = for each corpus of the config, train on "
+        "the others and test on it (4 shared classes: unseen speakers on unseen channels). "
+        "Ignored with --model.",
     ),
     folds: int = typer.Option(
         6, "--folds", "-k", min=2, help="Number of folds for --protocol kfold."
@@ -147,6 +149,7 @@ def evaluate_command(
     from callmood.training.evaluate import (
         evaluate_cross_corpus,
         evaluate_cross_validation,
+        evaluate_leave_corpus_out,
         evaluate_saved_model,
     )
 
@@ -191,6 +194,11 @@ def evaluate_command(
                     on_fold=fold_progress,
                     progress=clip_progress,
                 )
+            elif protocol == "leave-corpus-out":
+                progress.update(task, description="decoding clips")
+                result = evaluate_leave_corpus_out(
+                    training_config, on_fold=fold_progress, progress=clip_progress
+                )
             elif protocol in ("loso", "kfold"):
                 progress.update(task, description="decoding clips")
                 result = evaluate_cross_validation(
@@ -202,7 +210,8 @@ def evaluate_command(
                 )
             else:
                 raise TrainCommandError(
-                    f"--protocol must be loso, kfold or cross-corpus, got {protocol!r}"
+                    "--protocol must be loso, kfold, cross-corpus or leave-corpus-out, "
+                    f"got {protocol!r}"
                 )
     _write_and_summarise(result, output)
 

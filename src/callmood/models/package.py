@@ -29,6 +29,7 @@ from callmood.models.parallel_cnn_transformer import (
     ModelInputError,
     ParallelCNNTransformer,
 )
+from callmood.normalization import CallerPrior, NormalizationError
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
@@ -63,6 +64,11 @@ class ModelPackage:
     @property
     def name(self) -> str:
         return str(self.metadata.get("name", self.directory.name))
+
+    @property
+    def caller_prior(self) -> CallerPrior | None:
+        """The prior of a caller-normalised model (callmood.normalization), else None."""
+        return caller_prior_of(self.metadata, self.feature_config, self.directory)
 
     @property
     def onnx_path(self) -> Path | None:
@@ -189,6 +195,25 @@ def save_model_package(
         # A stale graph from an earlier save would disagree with the new weights.
         (directory / ONNX_FILE).unlink(missing_ok=True)
     return directory
+
+
+def caller_prior_of(
+    metadata: dict[str, Any], feature_config: FeatureConfig, directory: Path
+) -> CallerPrior | None:
+    """The ``caller_normalization`` block of a package's ``model.json`` as a prior, or None."""
+    block = metadata.get("caller_normalization")
+    if block is None:
+        return None
+    try:
+        prior = CallerPrior.from_dict(block, feature_config.hop_seconds)
+    except NormalizationError as error:
+        raise ModelPackageError(f"{directory / METADATA_FILE}: {error}") from None
+    if prior.num_features != feature_config.num_features:
+        raise ModelPackageError(
+            f"{directory / METADATA_FILE}: caller_normalization has {prior.num_features} "
+            f"features, the feature_config {feature_config.num_features}"
+        )
+    return prior
 
 
 def load_model_package(directory: str | Path | None = None) -> ModelPackage:

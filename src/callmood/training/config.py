@@ -97,6 +97,45 @@ class SpecAugmentConfig(_Strict):
     freq_mask_bins: int = Field(6, ge=1, description="widest feature mask, bins")
 
 
+class CallerNormalizationConfig(_Strict):
+    """Causal per-caller normalisation (callmood.normalization), simulated in training."""
+
+    enabled: bool = False
+    prior_seconds: float = Field(
+        3.0,
+        gt=0,
+        description="how many seconds of a caller's speech the training-data prior weighs as",
+    )
+    memory_seconds: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "time constant (seconds of speech) with which the caller's statistics forget "
+            "older speech; None = the whole call so far weighs the same"
+        ),
+    )
+    context_probability: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description=(
+            "share of clean training crops normalised with earlier clips of the same speaker "
+            "as well (a call in progress); the rest only with the prior and the crop itself "
+            "(the first window of a call)"
+        ),
+    )
+    context_clips: tuple[int, int] = Field(
+        (1, 8), description="how many of the speaker's other clips, drawn uniformly"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CallerNormalizationConfig:
+        low, high = self.context_clips
+        if not 1 <= low <= high:
+            raise ValueError(f"context_clips must be 1 <= low <= high, got {self.context_clips}")
+        return self
+
+
 class AugmentationConfig(_Strict):
     """On-the-fly augmentation of training crops (never of validation or test clips)."""
 
@@ -164,6 +203,13 @@ class TrainingConfig(_Strict):
             "per-speaker statistics at inference and are refused by `callmood analyze`"
         ),
     )
+    caller_normalization: CallerNormalizationConfig = Field(
+        default_factory=CallerNormalizationConfig,
+        description=(
+            "normalise features per caller with the statistics of their speech so far "
+            "(causal; usable by `callmood analyze`, the live stream and batch)"
+        ),
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     branch_loss: float = Field(
         0.0,
@@ -204,6 +250,11 @@ class TrainingConfig(_Strict):
                     f"`classes` must name at least 2 classes of label set {self.label_set} "
                     f"({', '.join(allowed)}), got {', '.join(self.classes)}"
                 )
+        if self.caller_normalization.enabled and self.speaker_normalization:
+            raise ValueError(
+                "caller_normalization and speaker_normalization exclude each other: the first "
+                "uses a caller's past speech, the second all of a speaker's clips"
+            )
         return self
 
     def class_names(self) -> tuple[str, ...]:

@@ -16,9 +16,16 @@ import numpy as np
 import torch
 
 from callmood.errors import CallmoodError
+from callmood.normalization import CallerPrior
 from callmood.training.config import TrainingConfig
 from callmood.training.data import ClipSet, build_clip_set, load_rows, map_labels
-from callmood.training.folds import Fold, grouped_kfold, leave_one_group_out, validation_split
+from callmood.training.folds import (
+    Fold,
+    grouped_kfold,
+    leave_one_corpus_out,
+    leave_one_group_out,
+    validation_split,
+)
 from callmood.training.loop import clip_logits, train_model
 from callmood.training.metrics import (
     ClassificationMetrics,
@@ -27,7 +34,7 @@ from callmood.training.metrics import (
     summarize_folds,
 )
 
-PROTOCOLS = ("loso", "kfold", "cross-corpus", "holdout")
+PROTOCOLS = ("loso", "kfold", "cross-corpus", "leave-corpus-out", "holdout")
 
 
 class EvaluationError(CallmoodError):
@@ -46,10 +53,17 @@ class ClipPrediction:
 
 
 def predict_test_clips(
-    model: torch.nn.Module, clips: ClipSet, indices: np.ndarray
+    model: torch.nn.Module,
+    clips: ClipSet,
+    indices: np.ndarray,
+    caller_prior: CallerPrior | None = None,
 ) -> tuple[ClassificationMetrics, list[ClipPrediction]]:
-    """Predict clips `indices` of `clips` whole; their metrics and per-clip predictions."""
-    logits = clip_logits(model, clips, indices)
+    """Predict clips `indices` of `clips` whole; their metrics and per-clip predictions.
+
+    `caller_prior`: for a caller-normalised model, each clip is normalised as the first
+    window of a call of its own (the plain protocol: nothing else of the speaker is used).
+    """
+    logits = clip_logits(model, clips, indices, caller_prior=caller_prior)
     predicted = logits.argmax(1)
     probabilities = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
     predictions = [
@@ -187,7 +201,9 @@ def run_folds(
         train_indices = fold.train_indices[train_part]
         validation_indices = fold.train_indices[validation_part]
         result = train_model(config, clips, train_indices, validation_indices)
-        metrics, predictions = predict_test_clips(result.model, clips, fold.test_indices)
+        metrics, predictions = predict_test_clips(
+            result.model, clips, fold.test_indices, result.caller_prior
+        )
         outcome = FoldOutcome(
             name=fold.name,
             test_groups=fold.test_groups,
@@ -306,6 +322,50 @@ def evaluate_cross_corpus(
     )
 
 
+def evaluate_leave_corpus_out(
+    config: TrainingConfig,
+    *,
+    on_fold: FoldCallback | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvaluationResult:
+    """For each corpus of the config: train on all the others, test on all of it.
+
+    The headline protocol for unseen speakers on unseen channels. Only the classes of the
+    label set that every corpus has are used; validation speakers (early stopping, the
+    best epoch) come from the training corpora only, never from the corpus left out.
+    """
+    started = time.perf_counter()
+    rows, labels = map_labels(load_rows(config), config.label_set)
+    present: dict[str, set[str]] = {}
+    for row, label in zip(rows, labels, strict=True):
+        present.setdefault(row.corpus, set()).add(label)
+    if len(present) < 2:
+        found = ", ".join(sorted(present)) or "none"
+        raise EvaluationError(f"leave-corpus-out needs at least 2 corpora, found: {found}")
+    shared = tuple(c for c in config.class_names() if all(c in p for p in present.values()))
+    if len(shared) < 2:
+        raise EvaluationError(
+            f"the corpora {', '.join(sorted(present))} share fewer than 2 classes of "
+            f"{config.label_set}"
+        )
+    clips = prepare_clip_set(config, classes=shared, progress=progress)
+    folds = leave_one_corpus_out(clips.groups, clips.corpora)
+    outcomes = run_folds(config, clips, folds, on_fold=on_fold)
+    return EvaluationResult(
+        protocol="leave-corpus-out",
+        description=(
+            f"leave-one-corpus-out over {', '.join(sorted(present))}: each corpus tested whole "
+            f"by a model trained on the others, over the {len(shared)} classes of "
+            f"{config.label_set} they share; validation speakers from the training corpora only"
+        ),
+        classes=shared,
+        folds=outcomes,
+        summary=summarize_folds([o.metrics for o in outcomes]),
+        seconds=time.perf_counter() - started,
+        details={"config": config.model_dump(mode="json"), "num_clips": len(clips)},
+    )
+
+
 def evaluate_saved_model(
     model_dir: Path,
     manifest_path: Path,
@@ -348,7 +408,10 @@ def evaluate_saved_model(
         trim_silence_db=package.metadata.get("trim_silence_db"),
         on_clip=(lambda i: progress(i + 1, len(kept))) if progress else None,
     )
-    metrics, predictions = predict_test_clips(package.model, clips, np.arange(len(clips)))
+    caller_prior = package.caller_prior
+    metrics, predictions = predict_test_clips(
+        package.model, clips, np.arange(len(clips)), caller_prior
+    )
     groups = tuple(sorted({row.group for row in kept}))
     outcome = FoldOutcome(
         name="held-out test",

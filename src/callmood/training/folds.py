@@ -84,6 +84,37 @@ def leave_one_group_out(groups: Sequence[str]) -> list[Fold]:
     return _folds_from_test_groups(array, [[group] for group in distinct], distinct)
 
 
+def leave_one_corpus_out(groups: Sequence[str], corpora: Sequence[str]) -> list[Fold]:
+    """One fold per corpus: train on every other corpus, test on all of this one.
+
+    Groups (speakers) are globally unique, so no speaker is on both sides either; a group
+    found in two corpora is refused rather than split.
+
+    Raises
+    ------
+    FoldError
+        With fewer than two corpora, or a group in more than one corpus.
+    """
+    corpora = np.asarray(corpora, dtype=object)
+    groups = np.asarray(groups, dtype=object)
+    names = _sorted_groups(corpora)
+    if len(names) < 2:
+        raise FoldError(f"leave-one-corpus-out needs at least 2 corpora, found {len(names)}")
+    for group in set(groups):
+        found = set(corpora[groups == group])
+        if len(found) > 1:
+            raise FoldError(f"group {group!r} occurs in corpora {', '.join(sorted(found))}")
+    return [
+        Fold(
+            name=f"{'+'.join(n for n in names if n != corpus)} -> {corpus}",
+            train_indices=np.flatnonzero(corpora != corpus),
+            test_indices=np.flatnonzero(corpora == corpus),
+            test_groups=tuple(_sorted_groups(groups[corpora == corpus])),
+        )
+        for corpus in names
+    ]
+
+
 def _groups_by_corpus(groups: Sequence[str], corpora: Sequence[str] | None) -> dict[str, list[str]]:
     """Each corpus's distinct groups in natural order (one unnamed corpus without `corpora`)."""
     corpus_of: dict[str, str] = {}

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from callmood.errors import CallmoodError
+from callmood.normalization import CallerPrior, FrameSums, normalize_alone, normalize_features
 from callmood.training.augment import WaveformAugmenter, mixup, spec_augment
 from callmood.training.config import TrainingConfig, TrainingConfigError
 from callmood.training.data import (
@@ -65,6 +66,8 @@ class TrainingResult:
     validation_metrics: ClassificationMetrics | None = None
     stopped_early: bool = False
     seconds: float = 0.0
+    # With caller normalisation: what the model's inputs are normalised against.
+    caller_prior: CallerPrior | None = None
 
 
 def build_model(config: TrainingConfig, num_features: int, num_classes: int) -> torch.nn.Module:
@@ -113,16 +116,21 @@ def predict_clips(
     model: torch.nn.Module,
     features: list[torch.Tensor],
     speaker_statistics: torch.Tensor | None = None,
+    caller_prior: CallerPrior | None = None,
 ) -> np.ndarray:
     """Logits of each whole clip, shape (N, classes); clips run one by one (no padding).
 
     Clips shorter than the network's minimum (0.32 s) are tiled up to it.
     `speaker_statistics` (N, 2, size): for a model with ``statistics_per_speaker``.
+    `caller_prior`: for a caller-normalised model; each clip is then normalised as the
+    first window of a call of its own (nothing else of its speaker is used).
     """
     model.eval()
     min_frames = model.config.min_frames
     logits = []
     for i, clip in enumerate(features):
+        if caller_prior is not None:
+            clip = normalize_alone(clip[None], caller_prior)[0]
         if clip.shape[1] < min_frames:
             clip = clip.repeat(1, -(-min_frames // clip.shape[1]))
         mine = None if speaker_statistics is None else speaker_statistics[i : i + 1]
@@ -135,13 +143,14 @@ def evaluate_clips(
     clips: ClipSet,
     indices: np.ndarray,
     speaker_statistics: torch.Tensor | None = None,
+    caller_prior: CallerPrior | None = None,
 ) -> ClassificationMetrics:
     """UA, WA, ... of the model on whole clips `indices` of `clips`.
 
     `speaker_statistics`: :func:`model_speaker_statistics` of `clips` when already at hand
-    (computed here otherwise).
+    (computed here otherwise). `caller_prior`: as :func:`predict_clips`.
     """
-    logits = clip_logits(model, clips, indices, speaker_statistics)
+    logits = clip_logits(model, clips, indices, speaker_statistics, caller_prior)
     return classification_metrics(clips.targets[indices], logits.argmax(1), clips.classes)
 
 
@@ -150,6 +159,7 @@ def clip_logits(
     clips: ClipSet,
     indices: np.ndarray,
     speaker_statistics: torch.Tensor | None = None,
+    caller_prior: CallerPrior | None = None,
 ) -> np.ndarray:
     """Logits (len(indices), classes) of whole clips `indices` of `clips`, as evaluate_clips."""
     statistics = speaker_statistics
@@ -159,6 +169,7 @@ def clip_logits(
         model,
         [clips.features[i] for i in indices],
         None if statistics is None else statistics[indices],
+        caller_prior,
     )
 
 
@@ -189,7 +200,13 @@ def _make_scheduler(
 class _BatchMaker:
     """Turns a batch of clip indices into (features, targets) for one training step."""
 
-    def __init__(self, config: TrainingConfig, clips: ClipSet) -> None:
+    def __init__(
+        self,
+        config: TrainingConfig,
+        clips: ClipSet,
+        train_indices: np.ndarray,
+        caller_prior: CallerPrior | None = None,
+    ) -> None:
         from callmood.features import FeatureExtractor
 
         self.config = config
@@ -202,6 +219,14 @@ class _BatchMaker:
         self.waveform_fraction = (
             config.augmentation.waveform_fraction if clips.waveforms is not None else 0.0
         )
+        self.caller_prior = caller_prior
+        self.speaker_clips: dict[str, np.ndarray] = {}
+        self.clip_sums: dict[int, FrameSums] = {}
+        if caller_prior is not None:
+            # A call's earlier speech comes from the same speaker's other training clips.
+            speakers = np.array([clips.rows[i].speaker for i in train_indices], dtype=object)
+            for speaker in set(speakers):
+                self.speaker_clips[speaker] = train_indices[speakers == speaker]
 
     def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         augmentation = self.config.augmentation
@@ -221,13 +246,44 @@ class _BatchMaker:
                 mean = torch.stack([m for m, _ in statistics])[:, :, None]
                 std = torch.stack([s for _, s in statistics])[:, :, None]
                 features = (features - mean) / std
+            augmented = True
         else:
             features = torch.stack(
                 [random_crop(self.clips.features[i], self.crop_frames, rng) for i in batch]
             ).clone()
+            augmented = False
+        if self.caller_prior is not None:
+            features = self._normalize_callers(features, batch, augmented, rng)
         if augmentation.spec_augment.probability > 0:
             spec_augment(features, augmentation, rng)
         return features
+
+    def _normalize_callers(
+        self, features: torch.Tensor, batch: np.ndarray, augmented: bool, rng: np.random.Generator
+    ) -> torch.Tensor:
+        # As call analysis does: the prior, the crop's own frames and, for some crops, the
+        # speaker's earlier speech (other clips, clean; an augmented crop's channel would
+        # not match theirs, so those crops are normalised as the first window of a call).
+        settings = self.config.caller_normalization
+        prior = self.caller_prior
+        sums = []
+        for crop, i in zip(features, batch, strict=True):
+            caller = FrameSums.empty(prior.num_features)
+            if not augmented and rng.random() < settings.context_probability:
+                others = self.speaker_clips[self.clips.rows[i].speaker]
+                others = others[others != i]
+                if len(others):
+                    low, high = settings.context_clips
+                    count = min(len(others), int(rng.integers(low, high + 1)))
+                    for j in rng.choice(others, size=count, replace=False):
+                        caller = prior.add(caller, self._sums(int(j)))
+            sums.append(prior.add(caller, FrameSums.of(crop)))
+        return normalize_features(features, sums, self.caller_prior)
+
+    def _sums(self, index: int) -> FrameSums:
+        if index not in self.clip_sums:
+            self.clip_sums[index] = FrameSums.of(self.clips.features[index])
+        return self.clip_sums[index]
 
 
 def _fit_length(waveform: np.ndarray, length: int) -> np.ndarray:
@@ -302,7 +358,22 @@ def train_model(
     model = build_model(config, clips.features[0].shape[0], len(clips.classes))
     speaker_statistics = model_speaker_statistics(model, clips, config)
     # The statistics live in the model as buffers, so the ONNX export normalises too.
-    model.set_normalization(*frame_statistics(clips.features[i] for i in train_indices))
+    mean, std = frame_statistics(clips.features[i] for i in train_indices)
+    model.set_normalization(mean, std)
+    caller_prior = None
+    if config.caller_normalization.enabled:
+        # Callers are mapped onto the training population, which the model then standardises.
+        hop = clips.feature_config.hop_seconds
+        caller_prior = CallerPrior(
+            mean=model.feature_mean.numpy(),
+            std=model.feature_std.numpy(),
+            frames=config.caller_normalization.prior_seconds / hop,
+            memory_frames=(
+                None
+                if config.caller_normalization.memory_seconds is None
+                else config.caller_normalization.memory_seconds / hop
+            ),
+        )
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=config.optimizer.learning_rate,
@@ -311,7 +382,7 @@ def train_model(
     steps_per_epoch = max(1, len(train_indices) // config.batch_size)
     scheduler = _make_scheduler(config, optimizer, config.epochs * steps_per_epoch)
     weights = class_weights(counts) if config.class_balance == "weighted_loss" else None
-    make_batch = _BatchMaker(config, clips)
+    make_batch = _BatchMaker(config, clips, train_indices, caller_prior)
     num_classes = len(clips.classes)
 
     history: list[EpochRecord] = []
@@ -391,7 +462,9 @@ def train_model(
         validation_ua = validation_wa = None
         improved = False
         if len(validation_indices):
-            metrics = evaluate_clips(model, clips, validation_indices, speaker_statistics)
+            metrics = evaluate_clips(
+                model, clips, validation_indices, speaker_statistics, caller_prior
+            )
             validation_ua = metrics.unweighted_average_recall
             validation_wa = metrics.weighted_accuracy
             improved = best_ua is None or validation_ua > best_ua
@@ -440,7 +513,7 @@ def train_model(
         model.load_state_dict(best_state)
     model.eval()
     validation_metrics = (
-        evaluate_clips(model, clips, validation_indices, speaker_statistics)
+        evaluate_clips(model, clips, validation_indices, speaker_statistics, caller_prior)
         if len(validation_indices)
         else None
     )
@@ -452,6 +525,7 @@ def train_model(
         validation_metrics=validation_metrics,
         stopped_early=stopped_early,
         seconds=time.perf_counter() - started,
+        caller_prior=caller_prior,
     )
 
 

@@ -223,6 +223,17 @@ def save_package(
             # per-speaker feature statistics that a call cannot supply up front.
             "speaker_normalization": config.speaker_normalization,
             "trim_silence_db": config.trim_silence_db,
+            # Read by inference and analysis: each caller's features are normalised
+            # against this prior and the caller's own speech so far.
+            **(
+                {
+                    "caller_normalization": result.caller_prior.to_dict(
+                        clips.feature_config.hop_seconds
+                    )
+                }
+                if result.caller_prior is not None
+                else {}
+            ),
             "training": training_info,
             "metrics": metrics,
         },
