@@ -311,6 +311,10 @@ def test_swagger_ui_gets_a_policy_allowing_only_its_own_inline_script(client):
     script_sources = next(rule for rule in policy.split("; ") if rule.startswith("script-src"))
     assert re.fullmatch(r"script-src 'self' 'sha256-[A-Za-z0-9+/=]{44}'", script_sources)
     assert "frame-ancestors 'none'" in policy
+    # Its Authorize button sends the Bearer token, so "Try it out" can change things.
+    document = client.get("/openapi.json", headers=AUTH).json()
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert document["security"] == [{"bearer": []}]
 
 
 # ---------------------------------------------------------------------------- upload names

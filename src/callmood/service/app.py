@@ -104,9 +104,17 @@ async def _validation_error_handler(request: Request, error: Exception) -> JSONR
 
 def _openapi_document(app: FastAPI) -> dict:
     """The OpenAPI document, with 422 bodies described as they are sent: a `detail` string
-    (see `_validation_error_handler`), not FastAPI's default list of error objects."""
+    (see `_validation_error_handler`), not FastAPI's default list of error objects, and
+    the Bearer token as its security scheme."""
     if app.openapi_schema is None:
-        schemas = app.openapi().get("components", {}).get("schemas", {})
+        document = app.openapi()
+        # Swagger UI's Authorize button: its requests then carry the token, which
+        # changes need anyway (a login cookie alone needs the pages' CSRF token).
+        document.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"}
+        }
+        document["security"] = [{"bearer": []}]
+        schemas = document["components"].get("schemas", {})
         if "HTTPValidationError" in schemas:
             schemas["HTTPValidationError"] = {
                 "title": "HTTPValidationError",
