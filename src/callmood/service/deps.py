@@ -37,14 +37,15 @@ logger = logging.getLogger(__name__)
 
 SESSION_COOKIE = "callmood_session"
 LOGIN_PATH = "/login"
+CSRF_HEADER = "X-CSRF-Token"
+#: Methods that change nothing; any other needs the CSRF token with a login cookie.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 # ---------------------------------------------------------------------------- the API token
 
 TOKEN_HASH_PREFIX = "sha256:"
 _TOKEN_HASH_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-CSRF_HEADER = "X-CSRF-Token"
 
 
 class CredentialsError(CallmoodError):
@@ -74,8 +75,8 @@ def resolve_credentials(
     """The API token's hash and the session key, creating what is missing in `data_dir`.
 
     The token comes from the settings (the token, or its ``sha256:...`` hash), else from
-    `data_dir/api_token.sha256`. A plain token in `data_dir/api_token` (how versions
-    before 0.2 kept it, and how an operator sets a new one) is hashed into that file and
+    `data_dir/api_token.sha256`. A plain token in `data_dir/api_token` (how earlier
+    versions kept it, and how an operator sets a new one) is hashed into that file and
     the plain file deleted. With neither, a new token is made, its hash written, and the
     token passed to `announce` (`callmood serve` prints it): it is shown only then.
 
@@ -97,7 +98,7 @@ def _resolve_token_hash(settings: Settings, announce: Callable[[str], None] | No
         return configured if _TOKEN_HASH_PATTERN.match(configured) else hash_token(configured)
     hash_file = settings.data_dir / TOKEN_HASH_FILE_NAME
     plain_file = settings.data_dir / TOKEN_FILE_NAME
-    plain = plain_file.read_text(encoding="utf-8").strip() if plain_file.is_file() else ""
+    plain = _read_credential_file(plain_file) if plain_file.is_file() else ""
     if plain:
         token_hash = hash_token(plain)
         _write_private_file(hash_file, token_hash + "\n")
@@ -109,7 +110,7 @@ def _resolve_token_hash(settings: Settings, announce: Callable[[str], None] | No
         )
         return token_hash
     if hash_file.is_file():
-        stored = hash_file.read_text(encoding="utf-8").strip()
+        stored = _read_credential_file(hash_file)
         if not _TOKEN_HASH_PATTERN.match(stored):
             raise CredentialsError(
                 f"{hash_file}: not a token hash (sha256: and 64 hex digits); delete it to "
@@ -128,13 +129,20 @@ def _session_secret(path: Path) -> bytes:
     # Random, kept beside the token hash so logins survive a restart; a copy of the token
     # hash alone (a config file, a log) is then not enough to forge a login cookie.
     if path.is_file():
-        text = path.read_text(encoding="utf-8").strip()
+        text = _read_credential_file(path)
         if not re.fullmatch(r"[0-9a-f]{64}", text):
             raise CredentialsError(f"{path}: not a session secret; delete it to make a new one")
         return bytes.fromhex(text)
     secret = secrets.token_bytes(32)
     _write_private_file(path, secret.hex() + "\n")
     return secret
+
+
+def _read_credential_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise CredentialsError(f"{path}: cannot be read as text: {error}") from None
 
 
 def _write_private_file(path: Path, text: str) -> None:

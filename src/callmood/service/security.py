@@ -5,12 +5,12 @@
 - it adds a Content-Security-Policy that lets pages run only the scripts and styles
   under /static (the templates have no inline script, handler or style attribute),
   and the other headers in `SECURITY_HEADERS`;
-- it refuses (403) an unsafe request (POST, PUT, PATCH, DELETE) that a browser says
-  comes from another site, by `Sec-Fetch-Site` or else by `Origin` (the check Go's
-  `net/http.CrossOriginProtection` makes). That covers the login and logout forms; API
-  calls authenticated by the login cookie need the CSRF token as well (see
-  `deps.require_api_token`). Requests with an Authorization header are left alone: a
-  browser never adds one to a request another site starts.
+- it refuses (403) a request that changes something (any method but GET, HEAD and
+  OPTIONS) that a browser says comes from another site, by `Sec-Fetch-Site` or else
+  by `Origin` (the check Go's `net/http.CrossOriginProtection` makes). That covers
+  the login and logout forms; API calls authenticated by the login cookie need the
+  CSRF token as well (see `deps.require_api_token`). Requests with an Authorization
+  header are left alone: a browser never adds one to a request another site starts.
 
 WebSockets are not HTTP responses; /api/stream checks their Origin itself.
 """
@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from callmood.service.deps import SAFE_METHODS
 
 _DASHBOARD_POLICY = {
     "default-src": "'self'",
@@ -60,7 +62,6 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 
-UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
 
@@ -86,7 +87,7 @@ def policy_with_inline_scripts(html: bytes) -> str:
 
 def cross_site_problem(method: str, headers: Headers) -> str | None:
     """Why a request must be refused as started by another site, or None if it need not."""
-    if method not in UNSAFE_METHODS or "authorization" in headers:
+    if method in SAFE_METHODS or "authorization" in headers:
         return None
     fetch_site = headers.get("sec-fetch-site")
     if fetch_site is not None:
