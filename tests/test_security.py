@@ -248,6 +248,16 @@ def test_requests_another_site_starts_are_refused(signed_in, foreign):
     assert deleted.status_code == 204
 
 
+def test_without_authentication_other_sites_still_cannot_change_anything(tmp_path):
+    app = make_app(tmp_path / "data", auth_disabled=True)
+    with TestClient(app) as client:
+        refused = client.put(
+            "/api/rules", json={"rules": []}, headers={"Origin": "https://x.example"}
+        )
+        assert refused.status_code == 403
+        assert client.put("/api/rules", json={"rules": []}).status_code == 200
+
+
 def test_the_login_cookie_is_httponly_and_samesite(client):
     response = client.post("/login", data={"token": TOKEN})
     cookie = response.headers["set-cookie"].lower()
