@@ -1,7 +1,8 @@
 """The server-rendered dashboard pages: login, calls, call detail, live, alerts, rules, model.
 
 Pages read the store directly and render with Jinja2; their buttons (upload,
-acknowledge, save rules) call the REST API under /api with the login cookie.
+acknowledge, save rules) call the REST API under /api with the login cookie and the
+session's CSRF token (the `csrf-token` meta tag of every signed-in page).
 """
 
 from __future__ import annotations
