@@ -141,12 +141,15 @@ def test_a_token_is_created_on_first_start_and_kept(make_client, tmp_path, datab
     settings = load_settings(data_dir=tmp_path / "fresh", database_url=database_url)
     announced = []
     first = create_app(settings, announce_token=announced.append)
-    token_file = tmp_path / "fresh" / "api_token"
-    assert announced == [first.state.api_token] and len(announced[0]) >= 32
-    assert token_file.read_text().strip() == announced[0]
+    token_file = tmp_path / "fresh" / "api_token.sha256"
+    assert len(announced) == 1 and len(announced[0]) >= 32
+    assert announced[0] not in token_file.read_text()  # only its hash is kept
     assert token_file.stat().st_mode & 0o077 == 0  # readable by the owner only
     second = create_app(settings, announce_token=announced.append)
-    assert second.state.api_token == first.state.api_token and len(announced) == 1
+    assert len(announced) == 1
+    with TestClient(second) as client:
+        headers = {"Authorization": f"Bearer {announced[0]}"}
+        assert client.get("/api/calls", headers=headers).status_code == 200
     second.state.engine.dispose()
     first.state.engine.dispose()
 
@@ -523,7 +526,7 @@ def test_jobs_left_by_a_stopped_server_are_resumed_on_start(
     stereo_call,
 ):
     settings = load_settings(
-        data_dir=tmp_path / "data", database_url=database_url, model_dir=model_dir
+        data_dir=tmp_path / "data", database_url=database_url, model_dir=model_dir, auth_token=TOKEN
     )
     engine = store.create_database_engine(settings.resolved_database_url)
     store.upgrade_database(engine)
@@ -548,7 +551,7 @@ def test_jobs_left_by_a_stopped_server_are_resumed_on_start(
     app = create_app(settings)
     with TestClient(app) as client:
         app.state.jobs.wait(interrupted.id, timeout_seconds=120)
-        headers = {"Authorization": f"Bearer {app.state.api_token}"}
+        headers = AUTH
         resumed = client.get(f"/api/jobs/{interrupted.id}", headers=headers).json()
         assert resumed["state"] == "done" and resumed["call_id"]
         failed = client.get(f"/api/jobs/{lost.id}", headers=headers).json()

@@ -174,8 +174,9 @@ def test_uploaded_call_shows_timeline_alerts_scores_and_exports(browser, server,
     jump = alerts.first.locator("a.jump")
     opened_at = float(jump.get_attribute("data-time"))
     jump.click()
+    # Predicates as functions: Playwright would eval() a bare expression, which the CSP refuses.
     page.wait_for_function(
-        f"Math.abs(document.getElementById('player').currentTime - {opened_at}) < 0.5"
+        f"() => Math.abs(document.getElementById('player').currentTime - {opened_at}) < 0.5"
     )
     assert page.locator(".score .value").first.inner_text() != "–"
     screenshot(page, "call-detail")
@@ -251,7 +252,7 @@ def test_rules_page_shows_validation_errors_and_saves_valid_rules(browser, serve
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     log_in(page, server)
     page.goto(f"{server}/rules")
-    page.wait_for_function("document.getElementById('rules-yaml').value.includes('rules:')")
+    page.wait_for_function("() => document.getElementById('rules-yaml').value.includes('rules:')")
     original = page.input_value("#rules-yaml")
     page.fill("#rules-yaml", original.replace("threshold: 0.5", "threshold: 7", 1))
     page.click("#save")
@@ -296,7 +297,8 @@ def test_live_page_streams_the_microphone_and_shows_emotion_and_alert(
         page.fill("#call-name", "browser live call")
         page.click("#start")
         page.wait_for_function(
-            "document.getElementById('current-emotion').textContent !== '–'", timeout=TIMEOUT_MS
+            "() => document.getElementById('current-emotion').textContent !== '–'",
+            timeout=TIMEOUT_MS,
         )
         page.locator(".alert-banner.open").first.wait_for(timeout=TIMEOUT_MS)
         banners = page.locator(".alert-banner").all_inner_texts()

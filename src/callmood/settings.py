@@ -23,7 +23,10 @@ from callmood.errors import CallmoodError
 
 CONFIG_ENV_VAR = "CALLMOOD_CONFIG"
 DATABASE_FILE_NAME = "callmood.db"
+# A plain token put here is hashed into TOKEN_HASH_FILE_NAME on start and the file deleted.
 TOKEN_FILE_NAME = "api_token"
+TOKEN_HASH_FILE_NAME = "api_token.sha256"
+SESSION_SECRET_FILE_NAME = "session_secret"
 RULES_FILE_NAME = "rules.yaml"
 MIN_TOKEN_LENGTH = 16  # characters of a hand-set API token
 
@@ -105,7 +108,8 @@ class Settings(BaseSettings):
     auth_token: SecretStr | None = Field(
         None,
         description=(
-            "API token (Bearer). Default: read from data_dir/api_token, created on first start."
+            "API token (Bearer), or its hash as 'sha256:<hex digest>'. Default: the hash in "
+            "data_dir/api_token.sha256, made with a new token (printed once) on first start."
         ),
     )
     auth_disabled: bool = Field(

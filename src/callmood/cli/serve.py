@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from callmood.errors import CallmoodError
-from callmood.settings import Settings, load_settings
+from callmood.settings import TOKEN_HASH_FILE_NAME, Settings, load_settings
 
 console = Console(stderr=True)
 
@@ -86,7 +86,8 @@ def serve(
 
     def announce(token: str) -> None:
         console.print(
-            f"[bold]API token[/] (saved in {settings.data_dir / 'api_token'}): {token}\n"
+            f"[bold]API token[/] (shown only now; its hash is in "
+            f"{settings.data_dir / TOKEN_HASH_FILE_NAME}): {token}\n"
             "Use it as 'Authorization: Bearer <token>' or to log in to the dashboard."
         )
 

@@ -30,11 +30,12 @@ from callmood.audio import (
 )
 from callmood.errors import CallmoodError
 from callmood.inference import ModelLoadError
-from callmood.service.deps import require_api_token, resolve_api_token
+from callmood.service.deps import require_api_token, resolve_credentials
 from callmood.service.jobs import JobRunner, SharedModel
 from callmood.service.ratelimit import LoginRateLimiter
 from callmood.service.retention import RetentionTask
 from callmood.service.rules_store import RulesStore
+from callmood.service.security import SecurityMiddleware, policy_with_inline_scripts
 from callmood.service.webhooks import WebhookDispatcher
 from callmood.settings import Settings
 from callmood.store import (
@@ -103,9 +104,17 @@ async def _validation_error_handler(request: Request, error: Exception) -> JSONR
 
 def _openapi_document(app: FastAPI) -> dict:
     """The OpenAPI document, with 422 bodies described as they are sent: a `detail` string
-    (see `_validation_error_handler`), not FastAPI's default list of error objects."""
+    (see `_validation_error_handler`), not FastAPI's default list of error objects, and
+    the Bearer token as its security scheme."""
     if app.openapi_schema is None:
-        schemas = app.openapi().get("components", {}).get("schemas", {})
+        document = app.openapi()
+        # Swagger UI's Authorize button: its requests then carry the token, which
+        # changes need anyway (a login cookie alone needs the pages' CSRF token).
+        document.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"}
+        }
+        document["security"] = [{"bearer": []}]
+        schemas = document["components"].get("schemas", {})
         if "HTTPValidationError" in schemas:
             schemas["HTTPValidationError"] = {
                 "title": "HTTPValidationError",
@@ -132,7 +141,7 @@ def _add_documentation_routes(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False, dependencies=guarded)
     def interactive_documentation() -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url="/openapi.json",
             title="callmood API",
             swagger_js_url=f"{SWAGGER_ASSETS_URL}/swagger-ui-bundle.js",
@@ -141,6 +150,8 @@ def _add_documentation_routes(app: FastAPI) -> None:
             # No online validator badge: it would send the document to validator.swagger.io.
             swagger_ui_parameters={"validatorUrl": None},
         )
+        page.headers["Content-Security-Policy"] = policy_with_inline_scripts(page.body)
+        return page
 
     # Public like /static: Swagger UI's code is no secret; the document it shows is guarded.
     app.mount(SWAGGER_ASSETS_URL, StaticFiles(directory=SWAGGER_ASSETS_DIR), name="swagger-assets")
@@ -151,7 +162,7 @@ def create_app(
 ) -> FastAPI:
     """Build the service for `settings`.
 
-    The database schema is upgraded and the API token resolved here, before the app
+    The database schema is upgraded and the API token's hash resolved here, before the app
     serves anything; the job workers and the periodic retention purge (when
     `retention_days` and `retention_interval_minutes` are set) run during the lifespan.
 
@@ -171,7 +182,7 @@ def create_app(
     engine = create_database_engine(settings.resolved_database_url)
     upgrade_database(engine)
     session_factory = make_session_factory(engine)
-    api_token = resolve_api_token(settings, announce_token)
+    credentials = resolve_credentials(settings, announce_token)
     model = SharedModel(settings.model_dir)
     rules = RulesStore(settings.resolved_rules_path)
     webhooks = WebhookDispatcher(
@@ -231,7 +242,7 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
-    app.state.api_token = api_token
+    app.state.credentials = credentials  # the token's hash and the session key
     app.state.model = model
     app.state.rules = rules
     app.state.webhooks = webhooks
@@ -240,6 +251,7 @@ def create_app(
     app.state.login_limiter = LoginRateLimiter(
         settings.login_max_failures, settings.login_window_seconds
     )
+    app.add_middleware(SecurityMiddleware)
     app.add_exception_handler(CallmoodError, _callmood_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
 

@@ -3,10 +3,15 @@
 The body is parsed as it arrives and the file part is written straight to a file,
 so a 200 MB upload never sits in memory; reading stops at `max_bytes` (413). A
 failed, oversized or interrupted upload leaves no file behind.
+
+The client's file name is data, never a path: the file on disk gets a generated name
+(`.upload-<random>`, then the job id), and the name is cleaned by `client_file_name`.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +23,7 @@ from starlette.requests import ClientDisconnect, Request
 from callmood.errors import CallmoodError
 
 FILE_FIELD = "file"
+MAX_FILE_NAME_CHARS = 255  # fits the call's name (300) and source (500) columns
 MAX_FIELD_BYTES = 64 * 1024
 # Multipart framing and the small option fields come on top of the file itself.
 FORM_OVERHEAD_BYTES = 1024 * 1024
@@ -39,6 +45,15 @@ class UnsupportedUploadError(UploadError):
     """The request is not a multipart form."""
 
     status_code = 415
+
+
+def client_file_name(raw: str) -> str:
+    """The name a client gave its file, as data to show: its last path part (after / or
+    \\), without control characters (NUL, newlines), at most 255 characters."""
+    last_part = re.split(r"[/\\]", raw)[-1]
+    printable = "".join(char for char in last_part if unicodedata.category(char)[0] != "C")
+    name = printable.strip()[:MAX_FILE_NAME_CHARS].strip()
+    return name if name not in ("", ".", "..") else "upload"
 
 
 @dataclass
@@ -206,7 +221,7 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int) -> R
         raise UploadError(f"upload {reader.filename!r}: the file is empty")
     return ReceivedUpload(
         path=file_path,
-        filename=Path(reader.filename).name or "upload",
+        filename=client_file_name(reader.filename),
         content_type=reader.content_type,
         size_bytes=reader.size_bytes,
         fields=reader.fields,

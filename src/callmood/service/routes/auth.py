@@ -40,7 +40,7 @@ def login(body: LoginRequest, request: Request, response: Response) -> LoginStat
             detail=too_many_logins_message(retry_after),
             headers={"Retry-After": str(retry_after)},
         )
-    success = token_matches(body.token, request.app.state.api_token)
+    success = token_matches(body.token, request.app.state.credentials.token_hash)
     record_login_attempt(request, success=success)
     if not success:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="wrong API token")

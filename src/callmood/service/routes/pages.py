@@ -1,11 +1,13 @@
 """The server-rendered dashboard pages: login, calls, call detail, live, alerts, rules, model.
 
 Pages read the store directly and render with Jinja2; their buttons (upload,
-acknowledge, save rules) call the REST API under /api with the login cookie.
+acknowledge, save rules) call the REST API under /api with the login cookie and the
+session's CSRF token (the `csrf-token` meta tag of every signed-in page).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from callmood.service.paging import (
     page_offsets,
 )
 from callmood.service.routes.stream import PARTIAL_TAG
+from callmood.settings import TOKEN_FILE_NAME
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
@@ -50,6 +53,8 @@ def _render(
     request: Request, template: str, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
     context.setdefault("logged_in", deps.is_authenticated(request))
+    # Scripts send it with every change they ask the API for (see deps.require_api_token).
+    context.setdefault("csrf_token", deps.csrf_token(request))
     context.setdefault("title", "callmood")
     return templates.TemplateResponse(request, template, context, status_code=status_code)
 
@@ -87,7 +92,7 @@ def _login_form(
         logged_in=False,
         next=_safe_next(next),
         error=error,
-        token_hint=str(request.app.state.settings.data_dir / "api_token"),
+        token_hint=str(request.app.state.settings.data_dir / TOKEN_FILE_NAME),
     )
 
 
@@ -115,7 +120,7 @@ def login(
         )
         page.headers["Retry-After"] = str(retry_after)
         return page
-    success = deps.token_matches(token.strip(), request.app.state.api_token)
+    success = deps.token_matches(token.strip(), request.app.state.credentials.token_hash)
     deps.record_login_attempt(request, success=success)
     if not success:
         return _login_form(
@@ -134,7 +139,7 @@ def logout() -> RedirectResponse:
     return response
 
 
-@router.get("/", include_in_schema=False)
+@pages.get("/", include_in_schema=False)
 def home() -> RedirectResponse:
     """The calls list is the home page."""
     return RedirectResponse("/calls", status_code=307)
@@ -409,6 +414,11 @@ def rules_page(request: Request) -> HTMLResponse:
     return _render(request, "rules.html", title="Rules", active="Rules")
 
 
+def _without_inline_styles(html: str) -> str:
+    # Markdown tables align their columns with style attributes, which the CSP refuses.
+    return re.sub(r' style="text-align:(left|center|right)"', r' class="align-\1"', html)
+
+
 @pages.get("/model", response_class=HTMLResponse)
 def model_page(request: Request) -> HTMLResponse:
     """The loaded model and its model card (Markdown, rendered without raw HTML)."""
@@ -436,7 +446,9 @@ def model_page(request: Request) -> HTMLResponse:
         window_seconds=f"{description.window_seconds:g}",
         labels=description.labels,
         facts=facts,
-        card_html=markdown.render(description.card) if description.card else None,
+        card_html=_without_inline_styles(markdown.render(description.card))
+        if description.card
+        else None,
     )
 
 

@@ -508,7 +508,7 @@ def _check_authorised(websocket: WebSocket) -> None:
     if websocket.app.state.settings.auth_disabled or not origin:
         return
     has_token = deps.token_matches(
-        websocket.query_params.get("token"), websocket.app.state.api_token
+        websocket.query_params.get("token"), websocket.app.state.credentials.token_hash
     ) or websocket.headers.get("authorization", "").lower().startswith("bearer ")
     if not has_token and urlsplit(origin).netloc != websocket.headers.get("host"):
         raise StreamProtocolError(

@@ -23,6 +23,9 @@
     }
   }
 
+  const stateFilter = document.getElementById("state-filter");
+  stateFilter.addEventListener("change", () => stateFilter.form.submit());
+
   document.querySelectorAll("#alerts button[data-action]").forEach((button) => {
     button.addEventListener("click", () => act(button));
   });

@@ -35,9 +35,17 @@ window.Callmood = (function () {
     container.replaceChildren(...labels.map(emotionChip));
   }
 
+  // The login session's CSRF token (the page's <meta name="csrf-token">): the API refuses
+  // a cookie-authenticated change without it, so other sites cannot make one.
+  function csrfHeaders() {
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? { "X-CSRF-Token": meta.content } : {};
+  }
+
   // JSON request to the REST API; the dashboard's login session cookie authenticates it.
   async function api(method, url, body) {
-    const options = { method: method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+    const headers = { Accept: "application/json", ...csrfHeaders() };
+    const options = { method: method, headers: headers, credentials: "same-origin" };
     if (body !== undefined) {
       options.headers["Content-Type"] = "application/json";
       options.body = JSON.stringify(body);
@@ -62,5 +70,5 @@ window.Callmood = (function () {
     element.hidden = !text;
   }
 
-  return { emotionColour, formatSeconds, emotionChip, legend, api, showMessage };
+  return { emotionColour, formatSeconds, emotionChip, legend, csrfHeaders, api, showMessage };
 })();

@@ -8,6 +8,11 @@
   const list = document.getElementById("uploads");
   const POLL_MILLISECONDS = 1000;
 
+  // Negativity bars: the width is set here, since the CSP refuses inline style attributes.
+  document.querySelectorAll(".meter[data-fill]").forEach((meter) => {
+    meter.firstElementChild.style.width = meter.dataset.fill + "%";
+  });
+
   function row(file) {
     const item = document.createElement("li");
     const name = document.createElement("span");
@@ -63,6 +68,7 @@
     form.append("file", file, file.name);
     const request = new XMLHttpRequest();
     request.open("POST", "/api/calls");
+    Object.entries(Callmood.csrfHeaders()).forEach(([name, value]) => request.setRequestHeader(name, value));
     request.responseType = "json";
     request.upload.addEventListener("progress", (event) => {
       if (event.lengthComputable) view.bar.value = Math.round((event.loaded / event.total) * 100);

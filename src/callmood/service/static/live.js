@@ -11,6 +11,8 @@
   const current = document.getElementById("current-emotion");
   const currentDetail = document.getElementById("current-detail");
   const summary = document.getElementById("summary");
+  // From the script tag's data attribute: the CSP allows no inline script to set it.
+  const workletUrl = document.currentScript.dataset.workletUrl;
 
   let socket = null;
   let audioContext = null;
@@ -87,7 +89,7 @@
       } catch (error) {
         audioContext = new AudioContext();
       }
-      await audioContext.audioWorklet.addModule(window.CALLMOOD_WORKLET_URL);
+      await audioContext.audioWorklet.addModule(workletUrl);
     } catch (error) {
       await stopAudio();
       startButton.disabled = false;

@@ -10,7 +10,7 @@
     const response = await fetch("/api/rules?format=yaml", {
       method: method,
       credentials: "same-origin",
-      headers: body === undefined ? {} : { "Content-Type": "application/yaml" },
+      headers: body === undefined ? {} : { "Content-Type": "application/yaml", ...Callmood.csrfHeaders() },
       body: body,
     });
     const text = await response.text();
