@@ -297,9 +297,3 @@ def test_cache_rejects_a_file_that_is_not_audio(tmp_path):
     bogus.write_text("this is not audio\n" * 50)
     with pytest.raises(CallmoodError, match="notes.wav"):
         FeatureCache(tmp_path / "cache").get(bogus)
-
-
-def test_feature_cache_is_importable_from_features():
-    from callmood.features import FeatureCache as FromFeatures
-
-    assert FromFeatures is FeatureCache

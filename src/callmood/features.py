@@ -2,7 +2,7 @@
 
 `FeatureExtractor` is a batched torch module (waveforms -> feature maps); `mfcc` and `log_mel`
 are librosa-style functions over numpy arrays built on it. The on-disk cache lives in
-`callmood.feature_cache`.
+`callmood.feature_cache`, which builds on this module (never the other way round).
 """
 
 from __future__ import annotations
@@ -527,12 +527,3 @@ def seconds_to_frames(seconds: float, config: FeatureConfig | None = None) -> in
     config = config or FeatureConfig()
     return config.frames_for(math.floor(seconds * config.sample_rate))
 
-
-def __getattr__(name: str) -> Any:
-    # `from callmood.features import FeatureCache` works (docs/interfaces.md) without a cycle:
-    # the cache module imports this one.
-    if name == "FeatureCache":
-        from callmood.feature_cache import FeatureCache
-
-        return FeatureCache
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
