@@ -18,7 +18,7 @@ Hz) and energy functionals of each clip are added to the functionals of the
 first table's plain and speaker-normalised-functionals rows (the rows built
 from normalised frames stay MFCC-only).
 
-Usage: python scripts/functionals_svm.py configs/emodb7_medium.yaml [--prosody]
+Usage: python scripts/functionals_svm.py configs/experiments/emodb7_medium.yaml [--prosody]
 (needs scikit-learn, part of the `test` extra).
 """
 

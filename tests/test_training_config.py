@@ -92,7 +92,7 @@ def test_bad_feature_settings_are_config_errors():
 
 
 @pytest.mark.parametrize(
-    "path", sorted((REPO_ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name
+    "path", sorted((REPO_ROOT / "configs").glob("**/*.yaml")), ids=lambda p: p.name
 )
 def test_shipped_configs_are_valid(path):
     config = load_training_config(path, check_paths=False)
