@@ -526,4 +526,3 @@ def seconds_to_frames(seconds: float, config: FeatureConfig | None = None) -> in
     """Frames for a clip of ``seconds`` seconds (e.g. 301 for 3 s at the default 10 ms hop)."""
     config = config or FeatureConfig()
     return config.frames_for(math.floor(seconds * config.sample_rate))
-

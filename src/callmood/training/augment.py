@@ -1,4 +1,5 @@
-"""On-the-fly training augmentation: noise, gain, speed, telephone channel, SpecAugment, mixup.
+"""On-the-fly training augmentation: noise, gain, speed, equalizer, room reverberation, lossy
+codecs, telephone channel, SpecAugment, mixup.
 
 Waveform augmentations work on one float32 16 kHz clip with a numpy generator;
 SpecAugment and mixup work on a torch batch of features. Validation and test
@@ -69,6 +70,85 @@ def telephone_channel(waveform: np.ndarray, codec: str, sample_rate: int = 16000
     return np.pad(restored, (0, len(waveform) - len(restored)))
 
 
+def _keep_level(augmented: np.ndarray, original: np.ndarray) -> np.ndarray:
+    # A channel changes colour, not loudness: level is the gain augmentation's job.
+    scale = np.sqrt((np.mean(original**2) + 1e-12) / (np.mean(augmented**2) + 1e-12))
+    return np.clip(augmented * scale, -1.0, 1.0).astype(np.float32)
+
+
+def equalize(
+    waveform: np.ndarray,
+    low_hz: float,
+    high_hz: float,
+    peak_hz: float,
+    peak_db: float,
+    sample_rate: int = 16000,
+) -> np.ndarray:
+    """A band-pass from `low_hz` to `high_hz` (2nd-order Butterworth) and one peaking band
+    (RBJ biquad, Q = 1) of `peak_db` at `peak_hz`: another microphone, handset or line."""
+    from scipy.signal import butter, sosfilt
+
+    high_hz = min(high_hz, 0.45 * sample_rate)
+    sections = [butter(2, [low_hz, high_hz], btype="bandpass", fs=sample_rate, output="sos")]
+    amplitude = 10 ** (peak_db / 40)
+    omega = 2 * np.pi * peak_hz / sample_rate
+    alpha = np.sin(omega) / 2  # Q = 1
+    b = [1 + alpha * amplitude, -2 * np.cos(omega), 1 - alpha * amplitude]
+    a = [1 + alpha / amplitude, -2 * np.cos(omega), 1 - alpha / amplitude]
+    sections.append(np.array([[*(np.array(b) / a[0]), 1.0, a[1] / a[0], a[2] / a[0]]]))
+    filtered = sosfilt(np.concatenate(sections), waveform.astype(np.float64))
+    return _keep_level(filtered, waveform)
+
+
+def reverberate(
+    waveform: np.ndarray, rt60_seconds: float, rng: np.random.Generator, sample_rate: int = 16000
+) -> np.ndarray:
+    """Convolve with a synthetic room: the direct path, then noise decaying by 60 dB over
+    `rt60_seconds` (the statistical model of a diffuse reverberant tail)."""
+    from scipy.signal import fftconvolve
+
+    length = max(2, int(rt60_seconds * sample_rate))
+    time = np.arange(length) / sample_rate
+    response = rng.standard_normal(length) * np.exp(-6.9 * time / rt60_seconds)
+    response[0] = 0.0
+    response *= 0.5 / (np.sqrt(np.sum(response**2)) + 1e-12)  # tail a little under the direct
+    response[0] = 1.0
+    wet = fftconvolve(waveform.astype(np.float64), response)[: len(waveform)]
+    return _keep_level(wet, waveform)
+
+
+# Container and FFmpeg encoder of each lossy codec.
+_CODECS = {"opus": ("ogg", "libopus"), "mp3": ("mp3", "libmp3lame")}
+
+
+def lossy_codec(
+    waveform: np.ndarray, codec: str, bitrate_kbps: int, sample_rate: int = 16000
+) -> np.ndarray:
+    """Encode with a lossy codec through PyAV and decode back with `callmood.audio`, as a call
+    recorded by a VoIP system (Opus) or a recorder (MP3) would reach analysis."""
+    import io
+
+    import av
+
+    from callmood.audio import load_audio
+
+    container_format, encoder = _CODECS[codec]
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=container_format) as container:
+        stream = container.add_stream(encoder, rate=sample_rate, layout="mono")
+        stream.bit_rate = int(bitrate_kbps) * 1000
+        pcm = (np.clip(waveform, -1.0, 1.0) * 32767).astype(np.int16)[None]
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = sample_rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    decoded = load_audio(buffer.getvalue(), sample_rate=sample_rate).samples[0]
+    # Encoder delay and padding change the length by a few ms; keep crops aligned.
+    if len(decoded) >= len(waveform):
+        return decoded[: len(waveform)].astype(np.float32)
+    return np.pad(decoded, (0, len(waveform) - len(decoded))).astype(np.float32)
+
+
 class WaveformAugmenter:
     """Applies the configured audio augmentations to one clip, each with its own probability."""
 
@@ -90,8 +170,26 @@ class WaveformAugmenter:
         waveform = change_speed(waveform, speed_factor, self.sample_rate)
         if config.gain.probability > 0 and rng.random() < config.gain.probability:
             waveform = apply_gain(waveform, float(rng.uniform(*config.gain.db)))
+        equalizer = config.equalizer
+        if equalizer.probability > 0 and rng.random() < equalizer.probability:
+            waveform = equalize(
+                waveform,
+                float(rng.uniform(*equalizer.low_hz)),
+                float(rng.uniform(*equalizer.high_hz)),
+                float(np.exp(rng.uniform(np.log(300.0), np.log(4000.0)))),
+                float(rng.uniform(-equalizer.peak_db, equalizer.peak_db)),
+                self.sample_rate,
+            )
+        if config.reverb.probability > 0 and rng.random() < config.reverb.probability:
+            rt60 = float(rng.uniform(*config.reverb.rt60_seconds))
+            waveform = reverberate(waveform, rt60, rng, self.sample_rate)
         if config.noise.probability > 0 and rng.random() < config.noise.probability:
             waveform = add_noise(waveform, float(rng.uniform(*config.noise.snr_db)), rng)
+        codec = config.codec
+        if codec.probability > 0 and codec.codecs and rng.random() < codec.probability:
+            name = codec.codecs[int(rng.integers(len(codec.codecs)))]
+            bitrate = int(rng.integers(codec.bitrate_kbps[0], codec.bitrate_kbps[1] + 1))
+            waveform = lossy_codec(waveform, name, bitrate, self.sample_rate)
         telephone = config.telephone
         if telephone.probability > 0 and telephone.codecs and rng.random() < telephone.probability:
             codec = telephone.codecs[int(rng.integers(len(telephone.codecs)))]

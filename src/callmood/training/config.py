@@ -89,6 +89,32 @@ class TelephoneConfig(_Strict):
     codecs: list[Literal["mulaw", "alaw"]] = Field(default_factory=lambda: ["mulaw", "alaw"])
 
 
+class EqualizerConfig(_Strict):
+    """A random band-pass (microphone and line) with one peaking band (a handset's colour)."""
+
+    probability: float = Field(0.0, ge=0, le=1)
+    low_hz: tuple[float, float] = Field((50.0, 400.0), description="high-pass edge, drawn, Hz")
+    high_hz: tuple[float, float] = Field((3000.0, 7500.0), description="low-pass edge, drawn, Hz")
+    peak_db: float = Field(6.0, ge=0, description="gain of the peaking band, drawn in +-peak_db")
+
+
+class ReverbConfig(_Strict):
+    """A synthetic room: exponentially decaying noise as the impulse response."""
+
+    probability: float = Field(0.0, ge=0, le=1)
+    rt60_seconds: tuple[float, float] = Field(
+        (0.2, 0.8), description="reverberation time (decay by 60 dB), drawn, seconds"
+    )
+
+
+class CodecConfig(_Strict):
+    """A lossy speech codec through PyAV (FFmpeg): Opus (VoIP, WebRTC) or MP3 (recorders)."""
+
+    probability: float = Field(0.0, ge=0, le=1)
+    codecs: list[Literal["opus", "mp3"]] = Field(default_factory=lambda: ["opus", "mp3"])
+    bitrate_kbps: tuple[int, int] = Field((8, 32), description="bit rate, drawn, kbit/s")
+
+
 class SpecAugmentConfig(_Strict):
     probability: float = Field(0.5, ge=0, le=1)
     time_masks: int = Field(2, ge=0)
@@ -144,7 +170,8 @@ class AugmentationConfig(_Strict):
         ge=0,
         le=1,
         description=(
-            "share of training batches augmented as audio (noise, gain, speed, telephone) "
+            "share of training batches augmented as audio (noise, gain, speed, equalizer, "
+            "reverb, codec, telephone) "
             "whose features are recomputed; the rest use cached clean features"
         ),
     )
@@ -152,6 +179,9 @@ class AugmentationConfig(_Strict):
     gain: GainConfig = Field(default_factory=GainConfig)
     speed: SpeedConfig = Field(default_factory=SpeedConfig)
     telephone: TelephoneConfig = Field(default_factory=TelephoneConfig)
+    equalizer: EqualizerConfig = Field(default_factory=EqualizerConfig)
+    reverb: ReverbConfig = Field(default_factory=ReverbConfig)
+    codec: CodecConfig = Field(default_factory=CodecConfig)
     spec_augment: SpecAugmentConfig = Field(default_factory=SpecAugmentConfig)
     mixup_alpha: float = Field(0.0, ge=0, description="Beta(alpha, alpha) mixup; 0 = off")
 
