@@ -14,6 +14,7 @@ from callmood.corpora import (
 from callmood.training.folds import (
     FoldError,
     grouped_kfold,
+    leave_one_corpus_out,
     leave_one_group_out,
     validation_split,
 )
@@ -106,6 +107,34 @@ def test_pooled_corpora_put_speakers_of_every_corpus_in_every_fold(ravdess_rows,
     for fold in folds:
         corpora = {group.split(":")[0] for group in fold.test_groups}
         assert corpora == {"ravdess", "emodb"}
+
+
+def test_leave_one_corpus_out_never_puts_a_corpus_or_speaker_on_both_sides(
+    ravdess_rows, emodb_rows, small_corpora_rows
+):
+    rows = ravdess_rows + emodb_rows + small_corpora_rows["savee"]
+    corpora = np.array([row.corpus for row in rows])
+    folds = leave_one_corpus_out([row.group for row in rows], corpora)
+
+    assert [fold.name for fold in folds] == [
+        "ravdess+savee -> emodb",
+        "emodb+savee -> ravdess",
+        "emodb+ravdess -> savee",
+    ]
+    assert_speaker_independent(rows, folds)
+    for fold in folds:
+        (tested,) = set(corpora[fold.test_indices])
+        assert tested not in set(corpora[fold.train_indices])
+        assert set(corpora[fold.train_indices]) == set(corpora) - {tested}
+
+
+def test_leave_one_corpus_out_refuses_one_corpus_or_a_shared_speaker(emodb_rows):
+    groups = [row.group for row in emodb_rows]
+    with pytest.raises(FoldError, match="at least 2 corpora"):
+        leave_one_corpus_out(groups, ["emodb"] * len(groups))
+    corpora = ["emodb"] * (len(groups) - 1) + ["other"]
+    with pytest.raises(FoldError, match="occurs in corpora emodb, other"):
+        leave_one_corpus_out(groups, corpora)
 
 
 def test_fold_assignment_is_deterministic(ravdess_rows):
