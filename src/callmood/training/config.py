@@ -128,7 +128,7 @@ class CallerNormalizationConfig(_Strict):
 
     enabled: bool = False
     prior_seconds: float = Field(
-        3.0,
+        0.3,
         gt=0,
         description="how many seconds of a caller's speech the training-data prior weighs as",
     )
