@@ -432,11 +432,14 @@ class StreamingAnalyzer:
                 position += len(audio)
             features = self.model.window_features(np.concatenate(parts), starts, length)
             windows = [(span.speaker, item) for span in pending for item in span.windows]
-            if self._callers:
+            for speaker, normalizer in self._callers.items():
                 # Each speaker's windows in time order: every window is normalised with
                 # that caller's speech up to its own end, never with later audio.
-                for k, (speaker, _) in enumerate(windows):
-                    features[k] = self._callers[speaker].normalize(features[k], real_frames[k])
+                mine = [k for k, (owner, _) in enumerate(windows) if owner == speaker]
+                if mine:
+                    features[mine] = normalizer.normalize_windows(
+                        features[mine], [real_frames[k] for k in mine]
+                    )
             size = self.options.batch_size
             probabilities = np.concatenate(
                 [

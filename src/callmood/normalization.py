@@ -210,9 +210,23 @@ class CallerNormalizer:
     def normalize(self, window: np.ndarray, real_frames: slice | None = None) -> np.ndarray:
         """Normalise one (num_features, frames) window; ``real_frames`` selects the frames
         that hear audio (a short window padded with zeros counts only those)."""
-        window = np.asarray(window, dtype=np.float32)
-        counted = window if real_frames is None else window[:, real_frames]
-        if counted.shape[1]:
-            self.sums = self.prior.add(self.sums, FrameSums.of(counted))
-        normalized = normalize_features(torch.from_numpy(window)[None], [self.sums], self.prior)
-        return normalized[0].numpy()
+        return self.normalize_windows(np.asarray(window)[None], [real_frames])[0]
+
+    def normalize_windows(
+        self, windows: np.ndarray, real_frames: Sequence[slice | None]
+    ) -> np.ndarray:
+        """:meth:`normalize` for the caller's next windows (N, num_features, frames) in time
+        order, at once: the same result, one vectorised normalisation."""
+        windows = np.asarray(windows, dtype=np.float32)
+        if windows.ndim != 3 or len(real_frames) != len(windows):
+            raise NormalizationError(
+                f"normalize_windows needs (windows, features, frames) and one frame range per "
+                f"window, got {windows.shape} and {len(real_frames)}"
+            )
+        sums = []
+        for window, frames in zip(windows, real_frames, strict=True):
+            counted = window if frames is None else window[:, frames]
+            if counted.shape[1]:
+                self.sums = self.prior.add(self.sums, FrameSums.of(counted))
+            sums.append(self.sums)
+        return normalize_features(torch.from_numpy(windows), sums, self.prior).numpy()
