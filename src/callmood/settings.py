@@ -233,6 +233,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
             values = yaml.safe_load(text) or {}
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
         raise SettingsError(f"{path}: invalid config file: {error}") from None
+    except RecursionError:  # thousands of nested [ or {: the parser recurses per level
+        raise SettingsError(f"{path}: invalid config file: nested too deeply") from None
     if not isinstance(values, dict):
         raise SettingsError(f"{path}: a config file must hold a mapping of setting: value")
     return values

@@ -67,10 +67,16 @@ def main() -> None:
     except typer.Abort:
         error_console.print("aborted")
         sys.exit(130)
-    except Exception as error:  # click usage errors and the like
+    except Exception as error:  # usage errors: unknown option, missing argument, bad value
         import click
 
-        if isinstance(error, click.ClickException):
-            error.show()
+        # typer 0.2x raises the usage errors of its own copy of click (typer._click),
+        # which are not click.ClickException: both must print one line, not a traceback.
+        if isinstance(error, click.ClickException | typer.TyperException):
+            show = getattr(error, "show", None)
+            if show is not None:
+                show()
+            else:
+                error_console.print(f"[bold red]error:[/] {error}")
             sys.exit(error.exit_code)
         raise

@@ -7,7 +7,9 @@ failed, oversized or interrupted upload leaves no file behind.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +23,9 @@ FILE_FIELD = "file"
 MAX_FIELD_BYTES = 64 * 1024
 # Multipart framing and the small option fields come on top of the file itself.
 FORM_OVERHEAD_BYTES = 1024 * 1024
+#: A client that sends no byte of its upload for this long is cut off (408): a stalled or
+#: slow-loris upload must not hold its connection and its half-written file for ever.
+UPLOAD_IDLE_TIMEOUT_SECONDS = 30.0
 
 
 class UploadError(CallmoodError):
@@ -33,6 +38,12 @@ class UploadTooLargeError(UploadError):
     """The uploaded file is larger than the configured `max_upload_mb`."""
 
     status_code = 413
+
+
+class UploadStalledError(UploadError):
+    """The client stopped sending its upload part way."""
+
+    status_code = 408
 
 
 class UnsupportedUploadError(UploadError):
@@ -163,6 +174,8 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int) -> R
         The file (or the declared Content-Length) exceeds `max_bytes`.
     UnsupportedUploadError
         The body is not multipart/form-data.
+    UploadStalledError
+        No byte arrived for `UPLOAD_IDLE_TIMEOUT_SECONDS` (a stalled or slow-loris client).
     UploadError
         No file part, an empty file, a malformed body, or the client went away.
     """
@@ -182,7 +195,7 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int) -> R
     reader = _FormReader(file_path, max_bytes)
     parser = MultipartParser(options[b"boundary"], reader.callbacks())
     try:
-        async for chunk in request.stream():
+        async for chunk in _body_chunks(request):
             parser.write(chunk)
         parser.finalize()
     except ClientDisconnect:
@@ -211,3 +224,18 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int) -> R
         size_bytes=reader.size_bytes,
         fields=reader.fields,
     )
+
+
+async def _body_chunks(request: Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives; raises UploadStalledError after a silent pause."""
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(chunks), UPLOAD_IDLE_TIMEOUT_SECONDS)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UploadStalledError(
+                f"upload stalled: no data for {UPLOAD_IDLE_TIMEOUT_SECONDS:g} s"
+            ) from None
+        yield chunk

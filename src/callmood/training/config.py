@@ -308,6 +308,8 @@ def load_training_config(path: str | Path, *, check_paths: bool = True) -> Train
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise TrainingConfigError(f"{path}: not valid YAML ({error})") from None
+    except RecursionError:  # thousands of nested [ or {: the parser recurses per level
+        raise TrainingConfigError(f"{path}: not valid YAML (nested too deeply)") from None
     config = parse_training_config(data, source=str(path))
     config = config.resolve_paths(project_root_for(path))
     if check_paths:

@@ -7,6 +7,7 @@ from typing import Literal
 
 import yaml
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 from callmood.alerts import RulesError, RuleSet
 from callmood.service.deps import require_api_token
@@ -57,5 +58,10 @@ async def put_rules(request: Request) -> RuleSet:
         data = yaml.safe_load(body) if media_type in YAML_MEDIA_TYPES else json.loads(body)
     except (ValueError, yaml.YAMLError) as error:
         raise RulesError(f"rules document: cannot parse the body ({error})") from None
+    except RecursionError:  # thousands of nested [ or {: both parsers recurse per level
+        raise RulesError("rules document: cannot parse the body (nested too deeply)") from None
     rules = RuleSet.from_dict(data, source="rules document")
+    # Refused now rather than failing every call analysed with them later.
+    model = await run_in_threadpool(request.app.state.model.get)
+    rules.check_labels(model.labels)
     return request.app.state.rules.replace(rules)

@@ -154,6 +154,8 @@ def _parse_json(text: str) -> dict[str, Any]:
         message = json.loads(text)
     except json.JSONDecodeError as error:
         raise StreamProtocolError(f"message is not valid JSON ({error.msg})") from None
+    except RecursionError:  # thousands of nested [ or {
+        raise StreamProtocolError("message is not valid JSON (nested too deeply)") from None
     if not isinstance(message, dict):
         raise StreamProtocolError("message must be a JSON object with a 'type'")
     return message
