@@ -26,6 +26,7 @@ from callmood.results import (
     Severity,
     WindowResult,
 )
+from callmood.safe_yaml import load_yaml
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("default_rules.yaml")
 #: Evidence kept per alert (the first ones): bounds memory on hours-long calls.
@@ -144,11 +145,9 @@ class RuleSet(BaseModel):
         except (OSError, UnicodeDecodeError) as error:
             raise RulesError(f"rules file {path} cannot be read: {error}") from None
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         except yaml.YAMLError as error:
             raise RulesError(f"rules file {path} is not valid YAML: {error}") from None
-        except RecursionError:  # thousands of nested [ or {: the parser recurses per level
-            raise RulesError(f"rules file {path} is not valid YAML: nested too deeply") from None
         return cls.from_dict(data, source=str(path))
 
 

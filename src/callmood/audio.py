@@ -586,7 +586,9 @@ def _open_decoder(source: _Source) -> _SoundfileDecoder | _FFmpegDecoder:
     return _checked_rate(_FFmpegDecoder(source, container))
 
 
-def _checked_rate(decoder: _SoundfileDecoder | _FFmpegDecoder) -> _SoundfileDecoder | _FFmpegDecoder:
+def _checked_rate(
+    decoder: _SoundfileDecoder | _FFmpegDecoder,
+) -> _SoundfileDecoder | _FFmpegDecoder:
     """The decoder, unless its file declares a sample rate outside FILE_SAMPLE_RATES."""
     lowest, highest = FILE_SAMPLE_RATES
     if not lowest <= decoder.sample_rate <= highest:

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from callmood.errors import CallmoodError
+from callmood.safe_yaml import load_yaml
 
 CONFIG_ENV_VAR = "CALLMOOD_CONFIG"
 DATABASE_FILE_NAME = "callmood.db"
@@ -230,11 +231,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
             values: Any = tomllib.loads(text)
             values = values.get("callmood", values)
         else:
-            values = yaml.safe_load(text) or {}
+            values = load_yaml(text) or {}
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
         raise SettingsError(f"{path}: invalid config file: {error}") from None
-    except RecursionError:  # thousands of nested [ or {: the parser recurses per level
-        raise SettingsError(f"{path}: invalid config file: nested too deeply") from None
     if not isinstance(values, dict):
         raise SettingsError(f"{path}: a config file must hold a mapping of setting: value")
     return values
