@@ -79,7 +79,9 @@ async def _callmood_error_handler(request: Request, error: Exception) -> JSONRes
     status_code = error_status(error)
     if status_code >= 500:
         logger.error("%s %s: %s", request.method, request.url.path, error)
-    return JSONResponse({"detail": str(error)}, status_code=status_code)
+    # An upload refused part way (too large, stalled): close rather than drain the body.
+    headers = {"Connection": "close"} if getattr(error, "close_connection", False) else None
+    return JSONResponse({"detail": str(error)}, status_code=status_code, headers=headers)
 
 
 async def _validation_error_handler(request: Request, error: Exception) -> JSONResponse:

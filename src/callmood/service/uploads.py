@@ -38,12 +38,16 @@ class UploadTooLargeError(UploadError):
     """The uploaded file is larger than the configured `max_upload_mb`."""
 
     status_code = 413
+    # The rest of the body is never read: the answer ends the connection, or the server
+    # would go on reading (and discarding) what may be gigabytes to keep it alive.
+    close_connection = True
 
 
 class UploadStalledError(UploadError):
     """The client stopped sending its upload part way."""
 
     status_code = 408
+    close_connection = True
 
 
 class UnsupportedUploadError(UploadError):
