@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -725,12 +726,11 @@ def test_eight_hour_streamed_upload_stops_at_the_limit(server_port):
 
 def test_the_catalogue_lists_at_least_30_kinds_each_with_its_test():
     catalogue = (REPO_ROOT / "docs" / "robustness.md").read_text(encoding="utf-8")
-    rows = [line for line in catalogue.splitlines() if line.startswith("| ") and "`test_" in line]
-    assert len(rows) >= 30
-    tests = Path(__file__).read_text(encoding="utf-8")
-    for row in rows:
-        name = row.split("`test_")[1].split("`")[0].split("[")[0]
-        assert f"def test_{name}(" in tests or any(
-            f"def test_{name}(" in path.read_text(encoding="utf-8")
-            for path in Path(__file__).parent.glob("test_*.py")
-        ), row
+    # A row's test: `test_name[case]` in this file, or `tests/test_file.py::test_name`.
+    references = re.findall(
+        r"^\|.*`(?:tests/(test_\w+\.py)::)?(test_\w+)[^`]*` \|$", catalogue, re.M
+    )
+    assert len(references) >= 30
+    for file_name, test_name in references:
+        path = Path(__file__).with_name(file_name or Path(__file__).name)
+        assert f"def {test_name}(" in path.read_text(encoding="utf-8"), (file_name, test_name)
