@@ -56,6 +56,11 @@ def good_call(tmp_path_factory) -> Path:
     return write_audio(tmp_path_factory.mktemp("call") / "call.flac", samples.astype(np.float32))
 
 
+def by_kind(rows: list[tuple]) -> list:
+    """Parametrised cases named by their first value, the kind (as docs/robustness.md does)."""
+    return [pytest.param(*row, id=row[0]) for row in rows]
+
+
 def run_cli(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
     """Run `callmood ARGS` in this process; its exit code, stdout and stderr."""
     monkeypatch.setattr(sys, "argv", ["callmood", *map(str, args)])
@@ -200,18 +205,20 @@ def test_unicode_file_name_is_analysed_and_named(
 
 @pytest.mark.parametrize(
     ("kind", "args", "named"),
-    [
-        ("channel_not_a_number", ["--channels", "customer=x"], "--channels: cannot read"),
-        ("channel_negative", ["--channels", "customer=-1"], "--channels: cannot read"),
-        ("channels_empty", ["--channels", ""], "--channels is empty"),
-        ("one_channel_for_both", ["--channels", "customer=0,agent=0"], "different channels"),
-        ("hop_not_a_number", ["--hop-seconds", "nan"], "hop_seconds"),
-        ("output_is_a_directory", ["-o", "{tmp}"], "Is a directory"),
-        ("output_folder_missing", ["-o", "{tmp}/no/such/folder/r.json"], "No such file"),
-        ("model_not_a_package", ["--model", "{tmp}"], "is not a model package"),
-        ("model_missing", ["--model", "{tmp}/none"], "not found"),
-        ("rules_is_a_directory", ["--rules", "{tmp}"], "cannot be read"),
-    ],
+    by_kind(
+        [
+            ("channel_not_a_number", ["--channels", "customer=x"], "--channels: cannot read"),
+            ("channel_negative", ["--channels", "customer=-1"], "--channels: cannot read"),
+            ("channels_empty", ["--channels", ""], "--channels is empty"),
+            ("one_channel_for_both", ["--channels", "customer=0,agent=0"], "different channels"),
+            ("hop_not_a_number", ["--hop-seconds", "nan"], "hop_seconds"),
+            ("output_is_a_directory", ["-o", "{tmp}"], "Is a directory"),
+            ("output_folder_missing", ["-o", "{tmp}/no/such/folder/r.json"], "No such file"),
+            ("model_not_a_package", ["--model", "{tmp}"], "is not a model package"),
+            ("model_missing", ["--model", "{tmp}/none"], "not found"),
+            ("rules_is_a_directory", ["--rules", "{tmp}"], "cannot be read"),
+        ]
+    ),
 )
 def test_bad_analyze_argument_is_one_clear_line(
     kind, args, named, monkeypatch, capsys, model_dir, good_call, tmp_path
@@ -224,19 +231,29 @@ def test_bad_analyze_argument_is_one_clear_line(
 
 @pytest.mark.parametrize(
     ("kind", "args", "named"),
-    [
-        ("unknown_option", ["analyze", "call.wav", "--frobnicate"], "No such option: --frobnicate"),
-        ("missing_argument", ["analyze"], "Missing argument"),
-        (
-            "integer_option_not_a_number",
-            ["batch", ".", "--out", "x", "--workers", "many"],
-            "--workers",
-        ),
-        ("zero_workers", ["batch", "{tmp}", "--out", "{tmp}/out", "--workers", "0"], "--workers"),
-        ("batch_source_missing", ["batch", "{tmp}/none", "--out", "{tmp}/out"], "no such file"),
-        ("port_out_of_range", ["serve", "--port", "99999", "--data-dir", "{tmp}"], "port"),
-        ("unknown_command", ["analyse", "call.wav"], "No such command"),
-    ],
+    by_kind(
+        [
+            (
+                "unknown_option",
+                ["analyze", "call.wav", "--frobnicate"],
+                "No such option: --frobnicate",
+            ),
+            ("missing_argument", ["analyze"], "Missing argument"),
+            (
+                "integer_option_not_a_number",
+                ["batch", ".", "--out", "x", "--workers", "many"],
+                "--workers",
+            ),
+            (
+                "zero_workers",
+                ["batch", "{tmp}", "--out", "{tmp}/out", "--workers", "0"],
+                "--workers",
+            ),
+            ("batch_source_missing", ["batch", "{tmp}/none", "--out", "{tmp}/out"], "no such file"),
+            ("port_out_of_range", ["serve", "--port", "99999", "--data-dir", "{tmp}"], "port"),
+            ("unknown_command", ["analyse", "call.wav"], "No such command"),
+        ]
+    ),
 )
 def test_bad_command_line_is_one_clear_line(kind, args, named, monkeypatch, capsys, tmp_path):
     args = [str(arg).replace("{tmp}", str(tmp_path)) for arg in args]
@@ -422,50 +439,55 @@ def test_bad_upload_is_refused_naming_the_problem(kind, client):
 
 @pytest.mark.parametrize(
     ("kind", "request_kwargs", "status", "named"),
-    [
-        (
-            "not_multipart",
-            {"content": b"RIFF", "headers": {"content-type": "audio/wav"}},
-            415,
-            "multipart",
-        ),
-        (
-            "malformed_multipart",
-            {"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=b"}},
-            400,
-            "malformed multipart",
-        ),
-        (
-            "no_file_part",
-            {"files": {"notes": ("", b"")}, "data": {"name": "x"}},
-            400,
-            "no 'file' part",
-        ),
-        (
-            "bad_option_type",
-            {"files": {"file": ("c.wav", b"x")}, "data": {"mono": "perhaps"}},
-            422,
-            "mono",
-        ),
-        (
-            "unknown_option",
-            {"files": {"file": ("c.wav", b"x")}, "data": {"colour": "blue"}},
-            422,
-            "colour",
-        ),
-        (
-            "content_length_claims_8_hours",
-            {
-                "content": b"x",
-                "headers": {
-                    "content-type": "multipart/form-data; boundary=b",
-                    "content-length": str(8 * 3600 * 16000 * 2),
+    by_kind(
+        [
+            (
+                "not_multipart",
+                {"content": b"RIFF", "headers": {"content-type": "audio/wav"}},
+                415,
+                "multipart",
+            ),
+            (
+                "malformed_multipart",
+                {
+                    "content": b"garbage",
+                    "headers": {"content-type": "multipart/form-data; boundary=b"},
                 },
-            },
-            413,
-            "upload of 921.6 MB: larger than the limit of 20 MB",
-        ),
-    ],
+                400,
+                "malformed multipart",
+            ),
+            (
+                "no_file_part",
+                {"files": {"notes": ("", b"")}, "data": {"name": "x"}},
+                400,
+                "no 'file' part",
+            ),
+            (
+                "bad_option_type",
+                {"files": {"file": ("c.wav", b"x")}, "data": {"mono": "perhaps"}},
+                422,
+                "mono",
+            ),
+            (
+                "unknown_option",
+                {"files": {"file": ("c.wav", b"x")}, "data": {"colour": "blue"}},
+                422,
+                "colour",
+            ),
+            (
+                "content_length_claims_8_hours",
+                {
+                    "content": b"x",
+                    "headers": {
+                        "content-type": "multipart/form-data; boundary=b",
+                        "content-length": str(8 * 3600 * 16000 * 2),
+                    },
+                },
+                413,
+                "upload of 921.6 MB: larger than the limit of 20 MB",
+            ),
+        ]
+    ),
 )
 def test_malformed_upload_request_is_refused(kind, request_kwargs, status, named, client):
     headers = {**AUTH, **request_kwargs.pop("headers", {})}
@@ -488,9 +510,11 @@ def test_nan_upload_fails_its_job_with_the_reason(client):
 @pytest.mark.parametrize(
     ("filename", "stored_name"),
     [
-        ("../../../etc/cron.d/evil.wav", "evil.wav"),
-        ("..\\..\\windows\\evil.wav", "..\\..\\windows\\evil.wav"),
-        ("Beschwerde Müller 😡.wav", "Beschwerde Müller 😡.wav"),
+        pytest.param("../../../etc/cron.d/evil.wav", "evil.wav", id="dot_dot_slash"),
+        pytest.param(
+            "..\\..\\windows\\evil.wav", "..\\..\\windows\\evil.wav", id="dot_dot_backslash"
+        ),
+        pytest.param("Beschwerde Müller 😡.wav", "Beschwerde Müller 😡.wav", id="unicode"),
     ],
 )
 def test_path_traversal_and_unicode_file_names_stay_names(filename, stored_name, client):
@@ -520,12 +544,19 @@ def test_rules_document_naming_an_unknown_label_is_refused(client):
 
 @pytest.mark.parametrize(
     ("kind", "content_type", "body", "named"),
-    [
-        ("billion_laughs", "application/yaml", BILLION_LAUGHS + "rules: *l8\n", "billion laughs"),
-        ("deep_yaml", "application/yaml", DEEP_NESTING, "nests deeper than"),
-        ("deep_json", "application/json", DEEP_NESTING, "nested too deeply"),
-        ("not_json", "application/json", "{rules: [", "cannot parse the body"),
-    ],
+    by_kind(
+        [
+            (
+                "billion_laughs",
+                "application/yaml",
+                BILLION_LAUGHS + "rules: *l8\n",
+                "billion laughs",
+            ),
+            ("deep_yaml", "application/yaml", DEEP_NESTING, "nests deeper than"),
+            ("deep_json", "application/json", DEEP_NESTING, "nested too deeply"),
+            ("not_json", "application/json", "{rules: [", "cannot parse the body"),
+        ]
+    ),
 )
 def test_unparsable_rules_document_is_422(kind, content_type, body, named, client):
     headers = {**AUTH, "content-type": content_type}
@@ -554,16 +585,23 @@ def expect_error(websocket) -> tuple[str, int]:
 
 @pytest.mark.parametrize(
     ("kind", "first_message", "code", "named"),
-    [
-        ("start_deeply_nested", DEEP_NESTING, 1008, "nested too deeply"),
-        ("start_is_a_list", "[1, 2]", 1008, "must be a JSON object"),
-        ("stop_before_start", json.dumps({"type": "stop"}), 1008, "expected a start message"),
-        ("sample_rate_0_hz", start_message(sample_rate=0), 1008, "unsupported sample rate 0"),
-        ("sample_rate_absurd", start_message(sample_rate=10**12), 1008, "unsupported sample rate"),
-        ("unknown_encoding", start_message(encoding="flac"), 1008, "encoding"),
-        ("channels_1000", start_message(channels=["customer"] * 1000), 1008, "channels"),
-        ("name_empty", start_message(name=""), 1008, "name"),
-    ],
+    by_kind(
+        [
+            ("start_deeply_nested", DEEP_NESTING, 1008, "nested too deeply"),
+            ("start_is_a_list", "[1, 2]", 1008, "must be a JSON object"),
+            ("stop_before_start", json.dumps({"type": "stop"}), 1008, "expected a start message"),
+            ("sample_rate_0_hz", start_message(sample_rate=0), 1008, "unsupported sample rate 0"),
+            (
+                "sample_rate_absurd",
+                start_message(sample_rate=10**12),
+                1008,
+                "unsupported sample rate",
+            ),
+            ("unknown_encoding", start_message(encoding="flac"), 1008, "encoding"),
+            ("channels_1000", start_message(channels=["customer"] * 1000), 1008, "channels"),
+            ("name_empty", start_message(name=""), 1008, "name"),
+        ]
+    ),
 )
 def test_bad_start_message_closes_the_stream_with_a_reason(
     kind, first_message, code, named, client
@@ -577,12 +615,14 @@ def test_bad_start_message_closes_the_stream_with_a_reason(
 
 @pytest.mark.parametrize(
     ("kind", "send", "code", "named"),
-    [
-        ("text_instead_of_audio", lambda ws: ws.send_text("hello?"), 1008, "not valid JSON"),
-        ("second_start", lambda ws: ws.send_text(start_message()), 1008, "a second start"),
-        ("frame_too_large", lambda ws: ws.send_bytes(bytes(1_000_002)), 1009, "larger than"),
-        ("odd_length_pcm16", lambda ws: ws.send_bytes(bytes(3201)), 1008, "3201 bytes"),
-    ],
+    by_kind(
+        [
+            ("text_instead_of_audio", lambda ws: ws.send_text("hello?"), 1008, "not valid JSON"),
+            ("second_start", lambda ws: ws.send_text(start_message()), 1008, "a second start"),
+            ("frame_too_large", lambda ws: ws.send_bytes(bytes(1_000_002)), 1009, "larger than"),
+            ("odd_length_pcm16", lambda ws: ws.send_bytes(bytes(3201)), 1008, "3201 bytes"),
+        ]
+    ),
 )
 def test_bad_message_mid_stream_closes_it_with_a_reason(kind, send, code, named, client):
     with client.websocket_connect(f"/api/stream?token={TOKEN}") as websocket:
@@ -726,11 +766,12 @@ def test_eight_hour_streamed_upload_stops_at_the_limit(server_port):
 
 def test_the_catalogue_lists_at_least_30_kinds_each_with_its_test():
     catalogue = (REPO_ROOT / "docs" / "robustness.md").read_text(encoding="utf-8")
-    # A row's test: `test_name[case]` in this file, or `tests/test_file.py::test_name`.
+    # A row's test: `test_name[kind]` in this file, or `tests/test_file.py::test_name`.
     references = re.findall(
-        r"^\|.*`(?:tests/(test_\w+\.py)::)?(test_\w+)[^`]*` \|$", catalogue, re.M
+        r"^\|.*`(?:tests/(test_\w+\.py)::)?(test_\w+)(?:\[(\w+)\])?` \|$", catalogue, re.M
     )
     assert len(references) >= 30
-    for file_name, test_name in references:
-        path = Path(__file__).with_name(file_name or Path(__file__).name)
-        assert f"def {test_name}(" in path.read_text(encoding="utf-8"), (file_name, test_name)
+    for file_name, test_name, kind in references:
+        source = Path(__file__).with_name(file_name or Path(__file__).name).read_text("utf-8")
+        assert f"def {test_name}(" in source, (file_name, test_name)
+        assert not kind or f'"{kind}"' in source, (test_name, kind)
