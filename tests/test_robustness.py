@@ -27,7 +27,7 @@ import soundfile as sf
 from analysis_fixtures import make_random_package, write_audio
 from conftest import REPO_ROOT
 from fixtures_audio import forged_wav_bytes
-from service_support import make_call_result, serving
+from service_support import expect_error, make_call_result, serving
 
 from callmood import store
 from callmood.audio import SAMPLE_RATE
@@ -570,17 +570,6 @@ def test_unparsable_rules_document_is_422(kind, content_type, body, named, clien
 
 def start_message(**fields: object) -> str:
     return json.dumps({"type": "start", "sample_rate": 16000, "encoding": "pcm16", **fields})
-
-
-def expect_error(websocket) -> tuple[str, int]:
-    """The error message the server sends, and the close code that follows."""
-    from starlette.websockets import WebSocketDisconnect
-
-    message = websocket.receive_json()
-    assert message["type"] == "error", message
-    with pytest.raises(WebSocketDisconnect) as closed:
-        websocket.receive_json()
-    return message["message"], closed.value.code
 
 
 @pytest.mark.parametrize(
