@@ -19,6 +19,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,7 @@ import soundfile as sf
 from analysis_fixtures import make_random_package, write_audio
 from conftest import REPO_ROOT
 from fixtures_audio import forged_wav_bytes
-from service_support import expect_error, make_call_result, serving
+from service_support import database_url, expect_error, make_call_result, serving  # noqa: F401
 
 from callmood import store
 from callmood.audio import SAMPLE_RATE
@@ -366,25 +368,39 @@ def service_settings(tmp_path, model_dir):
     return settings
 
 
-@pytest.fixture
-def client(service_settings, caplog):
-    """The service with one call already stored, which no bad input may disturb."""
+@contextmanager
+def service_with_a_kept_call(settings, caplog) -> Iterator:
+    """A TestClient of the service with one call already stored, which no bad input may
+    disturb: on exit, the call must still be listed and whole, and the log hold no traceback."""
     from fastapi.testclient import TestClient
 
     from callmood.service.app import create_app
 
     caplog.set_level(logging.INFO)
-    app = create_app(service_settings(max_upload_mb=20))
+    app = create_app(settings)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         with store.session_scope(app.state.session_factory) as session:
             store.save_call_result(session, make_call_result("kept-call"), name="Kept call")
         yield test_client
-        # Nothing else was lost: the stored call is still there, whole.
         listed = test_client.get("/api/calls", headers=AUTH).json()
         assert "kept-call" in [call["id"] for call in listed["items"]]
         assert test_client.get("/api/calls/kept-call", headers=AUTH).status_code == 200
     assert "Traceback" not in caplog.text
     assert not [record for record in caplog.records if record.exc_info]
+
+
+@pytest.fixture
+def client(service_settings, caplog):
+    with service_with_a_kept_call(service_settings(max_upload_mb=20), caplog) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def client_on_each_database(database_url, service_settings, caplog):  # noqa: F811
+    """`client` on SQLite and on PostgreSQL, whose text cannot hold a NUL character."""
+    settings = service_settings(database_url=database_url)
+    with service_with_a_kept_call(settings, caplog) as test_client:
+        yield test_client
 
 
 def incoming_files(client) -> list[Path]:
@@ -529,6 +545,61 @@ def test_path_traversal_and_unicode_file_names_stay_names(filename, stored_name,
     data_dir = client.app.state.settings.data_dir
     kept = [p for p in data_dir.rglob("*") if p.is_file() and p.suffix == ".wav"]
     assert [p.relative_to(data_dir).as_posix() for p in kept] == [f"audio/calls/{job_id}.wav"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "send", "named"),
+    by_kind(
+        [
+            ("search_with_nul", lambda c: c.get("/api/calls", params={"q": "a\x00"}), None),
+            ("tag_with_nul", lambda c: c.get("/api/calls", params={"tag": "vip\x00"}), None),
+            ("call_id_with_nul", lambda c: c.get("/api/calls/a%00b"), None),
+            ("job_id_with_nul", lambda c: c.get("/api/jobs/a%00b"), None),
+            (
+                "upload_name_with_nul",
+                lambda c: c.post(
+                    "/api/calls", files={"file": ("c.wav", b"x")}, data={"name": "a\x00"}
+                ),
+                "name: Value error, must not contain NUL characters",
+            ),
+            (
+                "upload_tags_with_nul",
+                lambda c: c.post(
+                    "/api/calls", files={"file": ("c.wav", b"x")}, data={"tags": "a\x00"}
+                ),
+                "tags: Value error, must not contain NUL characters",
+            ),
+            (
+                "offset_beyond_any_integer",
+                lambda c: c.get("/api/calls", params={"offset": str(10**20)}),
+                "query parameter 'offset': Input should be less than or equal to 1000000000",
+            ),
+            (
+                "alert_id_beyond_any_integer",
+                lambda c: c.post(f"/api/alerts/{10**20}/acknowledge"),
+                "path parameter 'alert_id': Input should be less than or equal to",
+            ),
+        ]
+    ),
+)
+def test_value_the_database_cannot_hold_is_not_a_500(kind, send, named, client_on_each_database):
+    client = client_on_each_database
+    client.headers.update(AUTH)
+    response = send(client)
+    # SQLite finds nothing for a NUL (404, or an empty list); PostgreSQL refuses it (422).
+    assert response.status_code in (200, 404, 422), response.text
+    if named is not None:
+        assert response.status_code == 422 and named in response.json()["detail"]
+    elif response.status_code == 422:
+        assert "cannot contain NUL" in response.json()["detail"]
+
+
+def test_stream_named_with_a_nul_is_refused_before_any_audio(client):
+    with client.websocket_connect(f"/api/stream?token={TOKEN}") as websocket:
+        websocket.send_text(start_message(name="caller\x00"))
+        message, close_code = expect_error(websocket)
+    assert close_code == 1008
+    assert "name: must not contain NUL characters" in message
 
 
 def test_rules_document_naming_an_unknown_label_is_refused(client):

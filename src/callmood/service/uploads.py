@@ -128,7 +128,9 @@ class _FormReader:
             if self._handle is not None:
                 raise UploadError("more than one 'file' part: upload one call per request")
             self._part_is_file = True
-            self.filename = options.get(b"filename", b"upload").decode("utf-8", "replace")
+            # Only a name for the call: without NULs, which PostgreSQL text cannot store.
+            filename = options.get(b"filename", b"upload").replace(b"\0", b"")
+            self.filename = filename.decode("utf-8", "replace")
             content_type = self._headers.get(b"content-type")
             self.content_type = content_type.decode("latin-1") if content_type else None
             self._handle = self.file_path.open("wb")

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from callmood.errors import CallmoodError
 from callmood.service import deps
+from callmood.service.schemas import refuse_nul
 from callmood.store import new_id
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,8 @@ class StreamStart(BaseModel):
         if "customer" not in value:
             raise ValueError(f"channels {value} must include the customer")
         return value
+
+    _no_nul = field_validator("name", "tags")(refuse_nul)
 
     @field_validator("smoothing_windows")
     @classmethod
