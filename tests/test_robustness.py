@@ -594,14 +594,6 @@ def test_value_the_database_cannot_hold_is_not_a_500(kind, send, named, client_o
         assert "cannot contain NUL" in response.json()["detail"]
 
 
-def test_stream_named_with_a_nul_is_refused_before_any_audio(client):
-    with client.websocket_connect(f"/api/stream?token={TOKEN}") as websocket:
-        websocket.send_text(start_message(name="caller\x00"))
-        message, close_code = expect_error(websocket)
-    assert close_code == 1008
-    assert "name: must not contain NUL characters" in message
-
-
 def test_rules_document_naming_an_unknown_label_is_refused(client):
     before = client.get("/api/rules", headers=AUTH).json()
     rules = {
@@ -660,6 +652,8 @@ def start_message(**fields: object) -> str:
             ("unknown_encoding", start_message(encoding="flac"), 1008, "encoding"),
             ("channels_1000", start_message(channels=["customer"] * 1000), 1008, "channels"),
             ("name_empty", start_message(name=""), 1008, "name"),
+            ("name_with_nul", start_message(name="caller\x00"), 1008, "must not contain NUL"),
+            ("tag_too_long", start_message(tags=["t" * 150]), 1008, "longer than 100 characters"),
         ]
     ),
 )

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from callmood.errors import CallmoodError
 from callmood.service import deps
 from callmood.service.schemas import refuse_nul
-from callmood.store import new_id
+from callmood.store import new_id, normalise_tags
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -114,6 +114,16 @@ class StreamStart(BaseModel):
         return value
 
     _no_nul = field_validator("name", "tags")(refuse_nul)
+
+    @field_validator("tags")
+    @classmethod
+    def _storable_tags(cls, value: list[str]) -> list[str]:
+        # Checked as the store will check them, but now: not after the whole call.
+        try:
+            normalise_tags(value)
+        except CallmoodError as error:
+            raise ValueError(str(error)) from None
+        return value
 
     @field_validator("smoothing_windows")
     @classmethod
