@@ -87,10 +87,11 @@ def float_wav(path: Path, value: float) -> Path:
     return path
 
 
-def truncated_flac(path: Path) -> Path:
+def first_half_of(path: Path, file_format: str, subtype: str | None = None) -> Path:
+    """The first half of a 3 s stereo noise recording in ``file_format``, written at ``path``."""
     buffer = io.BytesIO()
     noise = 0.1 * np.random.default_rng(1).standard_normal((3 * SAMPLE_RATE, 2))
-    sf.write(buffer, noise.astype(np.float32), SAMPLE_RATE, format="FLAC")
+    sf.write(buffer, noise.astype(np.float32), SAMPLE_RATE, format=file_format, subtype=subtype)
     path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     return path
 
@@ -105,7 +106,22 @@ BAD_AUDIO_FILES = {
         lambda p: p.write_bytes(forged_wav_bytes(declared_data_bytes=64_000)),
         "truncated audio file: the header declares 64000 bytes",
     ),
-    "truncated_flac": ("cut.flac", truncated_flac, "truncated"),
+    "truncated_flac": ("cut.flac", lambda p: first_half_of(p, "FLAC"), "truncated"),
+    "truncated_ogg": (
+        "cut.ogg",
+        lambda p: first_half_of(p, "OGG", "VORBIS"),
+        "truncated Ogg file: its last page is cut off",
+    ),
+    "truncated_mp3": (
+        "cut.mp3",
+        lambda p: first_half_of(p, "MP3", "MPEG_LAYER_III"),
+        "truncated or damaged audio: the header declares",
+    ),
+    "no_data_chunk": (
+        "header.wav",
+        lambda p: p.write_bytes(forged_wav_bytes()[:36]),
+        "damaged audio file, cannot be decoded",
+    ),
     "text_behind_wav": (
         "notes.wav",
         lambda p: p.write_text("Meeting notes, not a recording.\n" * 40),
