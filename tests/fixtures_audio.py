@@ -65,6 +65,36 @@ def g711_wav_bytes(codes: bytes, codec: str, sample_rate: int = 8000) -> bytes:
     return b"RIFF" + struct.pack("<I", len(body.getvalue())) + body.getvalue()
 
 
+def forged_wav_bytes(
+    *,
+    channels: int = 1,
+    sample_rate: int = 16000,
+    bits: int = 16,
+    format_tag: int = 1,
+    data: bytes = b"\0" * 32000,
+    declared_data_bytes: int | None = None,
+) -> bytes:
+    """A WAV file whose header says whatever it is told, in front of ``data``.
+
+    For bad-input tests: absurd channel counts, sample rates, bit depths and format
+    tags, or a data chunk claiming more bytes (``declared_data_bytes``) than follow.
+    """
+    block = channels * bits // 8
+    fmt = struct.pack(
+        "<HHIIHH",
+        format_tag,
+        channels & 0xFFFF,
+        sample_rate & 0xFFFFFFFF,
+        (sample_rate * block) & 0xFFFFFFFF,
+        block & 0xFFFF,
+        bits,
+    )
+    declared = len(data) if declared_data_bytes is None else declared_data_bytes
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", declared & 0xFFFFFFFF) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
 def aligned_correlation(reference: np.ndarray, decoded: np.ndarray, max_lag: int) -> float:
     """Correlation coefficient of two 1-D signals at the best lag within ``max_lag`` frames.
 

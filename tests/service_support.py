@@ -160,6 +160,17 @@ def make_call_result(
     )
 
 
+def expect_error(websocket) -> tuple[str, int]:
+    """The error message a live stream (TestClient WebSocket) sends, and the close code."""
+    from starlette.websockets import WebSocketDisconnect
+
+    message = websocket.receive_json()
+    assert message["type"] == "error", message
+    with pytest.raises(WebSocketDisconnect) as closed:
+        websocket.receive_json()
+    return message["message"], closed.value.code
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import require
-from service_support import serving
+from service_support import expect_error, serving
 
 TOKEN = "stream-test-token"
 
@@ -92,17 +92,6 @@ def start_message(**fields) -> str:
     message = {"type": "start", "sample_rate": 16000, "encoding": "pcm16", "name": "test call"}
     message.update(fields)
     return json.dumps(message)
-
-
-def expect_error(websocket) -> tuple[str, int]:
-    """The error message the server sends, and the close code that follows."""
-    from starlette.websockets import WebSocketDisconnect
-
-    message = websocket.receive_json()
-    assert message["type"] == "error", message
-    with pytest.raises(WebSocketDisconnect) as closed:
-        websocket.receive_json()
-    return message["message"], closed.value.code
 
 
 # ---------------------------------------------------------------------------- protocol errors

@@ -26,6 +26,7 @@ from callmood.results import (
     Severity,
     WindowResult,
 )
+from callmood.safe_yaml import load_yaml
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("default_rules.yaml")
 #: Evidence kept per alert (the first ones): bounds memory on hours-long calls.
@@ -127,6 +128,12 @@ class RuleSet(BaseModel):
         except ValidationError as error:
             raise RulesError(_describe(error, data, source)) from None
 
+    def check_labels(self, labels: Sequence[str]) -> None:
+        """Raise RulesError if a rule names an emotion that is not one of ``labels``."""
+        problems = [_unknown_emotion(rule, labels, self.source) for rule in self.rules]
+        if any(problems):
+            raise RulesError("; ".join(problem for problem in problems if problem))
+
     @classmethod
     def from_yaml(cls, path: str | Path) -> RuleSet:
         """Read and validate a rules file; errors name the file, the rule and the field."""
@@ -138,10 +145,21 @@ class RuleSet(BaseModel):
         except (OSError, UnicodeDecodeError) as error:
             raise RulesError(f"rules file {path} cannot be read: {error}") from None
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         except yaml.YAMLError as error:
             raise RulesError(f"rules file {path} is not valid YAML: {error}") from None
         return cls.from_dict(data, source=str(path))
+
+
+def _unknown_emotion(rule: Rule, labels: Sequence[str], source: str) -> str | None:
+    """The problem with a rule naming an emotion the model lacks, or None."""
+    emotion = getattr(rule, "emotion", None)
+    if emotion is None or emotion == NEGATIVITY or emotion in labels:
+        return None
+    return (
+        f"{source}: rule {rule.name!r}, field emotion: {emotion!r} is not a "
+        f"label of the model (labels: {', '.join(labels)}, or {NEGATIVITY!r})"
+    )
 
 
 def _describe(error: ValidationError, data: dict, source: str) -> str:
@@ -495,12 +513,8 @@ class RuleEngine:
         self._window_trackers: dict[str, list[_Tracker]] = {s: [] for s in analyzed_speakers}
         self._silence: list[_Silence] = []
         for rule in rules.rules:
-            emotion = getattr(rule, "emotion", None)
-            if emotion is not None and emotion != NEGATIVITY and emotion not in labels:
-                problem = (
-                    f"{rules.source}: rule {rule.name!r}, field emotion: {emotion!r} is not a "
-                    f"label of the model (labels: {', '.join(labels)}, or {NEGATIVITY!r})"
-                )
+            problem = _unknown_emotion(rule, labels, rules.source)
+            if problem is not None:
                 if strict:
                     raise RulesError(problem)
                 self.skipped.append(problem)

@@ -35,6 +35,11 @@ RESAMPLE_QUALITY = "HQ"
 
 G711_CODECS = ("mulaw", "alaw")
 
+FILE_SAMPLE_RATES = (4000, 768_000)
+"""Hz: the lowest and highest sample rate a file may declare. Below 4 kHz there is no
+speech band left, above 768 kHz no audio interface records; a header outside is damaged
+or forged (a 1 Hz header would make a 57 kB file decode into 8 hours at 16 kHz)."""
+
 # FFmpeg gives no exact length for some streams: a webm's duration is in milliseconds and
 # covers the Opus pre-skip, so a whole file can decode a few tens of ms short of it.
 _STREAM_LENGTH_TOLERANCE_SECONDS = 0.1
@@ -451,6 +456,12 @@ class _FFmpegDecoder:
             )
         self.stream = container.streams.audio[0]
         context = self.stream.codec_context
+        if context is None:  # a codec FFmpeg does not know (e.g. a WAV format tag 0x1234)
+            container.close()
+            raise CorruptAudioError(
+                f"{source.name}: damaged audio file or unknown codec: FFmpeg cannot decode "
+                "its audio stream"
+            )
         self.sample_rate = int(context.sample_rate or 0)
         self.channels = int(context.channels or 0)
         if self.sample_rate <= 0 or self.channels <= 0:
@@ -564,7 +575,7 @@ def _open_decoder(source: _Source) -> _SoundfileDecoder | _FFmpegDecoder:
         # frames at a time, and reports "unknown" lengths as 2**63 - 1 frames: let FFmpeg
         # decode both.
         if sound_file.subtype != "OPUS" and sound_file.frames < _UNKNOWN_FRAMES:
-            return _SoundfileDecoder(source, sound_file)
+            return _checked_rate(_SoundfileDecoder(source, sound_file))
         first_error = RuntimeError(f"{sound_file.subtype} is left to FFmpeg")
         sound_file.close()
     try:
@@ -572,7 +583,22 @@ def _open_decoder(source: _Source) -> _SoundfileDecoder | _FFmpegDecoder:
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as ffmpeg_error:
         detail = f"libsndfile: {_error_text(first_error)}; FFmpeg: {_error_text(ffmpeg_error)}"
         raise _not_audio(source, detail) from ffmpeg_error
-    return _FFmpegDecoder(source, container)
+    return _checked_rate(_FFmpegDecoder(source, container))
+
+
+def _checked_rate(
+    decoder: _SoundfileDecoder | _FFmpegDecoder,
+) -> _SoundfileDecoder | _FFmpegDecoder:
+    """The decoder, unless its file declares a sample rate outside FILE_SAMPLE_RATES."""
+    lowest, highest = FILE_SAMPLE_RATES
+    if not lowest <= decoder.sample_rate <= highest:
+        decoder.close()
+        raise CorruptAudioError(
+            f"{decoder.source.name}: the header declares a sample rate of "
+            f"{decoder.sample_rate} Hz; audio files must have {lowest}-{highest} Hz "
+            "(damaged header?)"
+        )
+    return decoder
 
 
 # ------------------------------------------------------------------------ entry points

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from callmood.errors import CallmoodError
+from callmood.safe_yaml import load_yaml
 
 CONFIG_ENV_VAR = "CALLMOOD_CONFIG"
 DATABASE_FILE_NAME = "callmood.db"
@@ -234,7 +235,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
             values: Any = tomllib.loads(text)
             values = values.get("callmood", values)
         else:
-            values = yaml.safe_load(text) or {}
+            values = load_yaml(text) or {}
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
         raise SettingsError(f"{path}: invalid config file: {error}") from None
     if not isinstance(values, dict):

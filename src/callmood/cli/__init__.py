@@ -10,6 +10,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from callmood import __version__
 from callmood.errors import CallmoodError
@@ -25,7 +26,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-error_console = Console(stderr=True)
+# soft_wrap: an error stays one line (paths are long), however narrow the terminal.
+error_console = Console(stderr=True, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -59,7 +61,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except CallmoodError as error:
-        error_console.print(f"[bold red]error:[/] {error}")
+        error_console.print("[bold red]error:[/]", escape(str(error)))
         sys.exit(2)
     except (typer.Exit, SystemExit) as done:
         code = getattr(done, "exit_code", getattr(done, "code", 0))
@@ -67,10 +69,16 @@ def main() -> None:
     except typer.Abort:
         error_console.print("aborted")
         sys.exit(130)
-    except Exception as error:  # click usage errors and the like
+    except Exception as error:  # usage errors: unknown option, missing argument, bad value
         import click
 
-        if isinstance(error, click.ClickException):
-            error.show()
+        # typer 0.2x raises the usage errors of its own copy of click (typer._click),
+        # which are not click.ClickException: both must print one line, not a traceback.
+        if isinstance(error, click.ClickException | typer.TyperException):
+            show = getattr(error, "show", None)
+            if show is not None:
+                show()
+            else:
+                error_console.print("[bold red]error:[/]", escape(str(error)))
             sys.exit(error.exit_code)
         raise

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError
 
 from callmood import __version__
 from callmood.alerts import RulesError
@@ -80,7 +81,19 @@ async def _callmood_error_handler(request: Request, error: Exception) -> JSONRes
     status_code = error_status(error)
     if status_code >= 500:
         logger.error("%s %s: %s", request.method, request.url.path, error)
-    return JSONResponse({"detail": str(error)}, status_code=status_code)
+    # An upload refused part way (too large, stalled): close rather than drain the body.
+    headers = {"Connection": "close"} if getattr(error, "close_connection", False) else None
+    return JSONResponse({"detail": str(error)}, status_code=status_code, headers=headers)
+
+
+async def _data_error_handler(request: Request, error: Exception) -> JSONResponse:
+    # A value the database cannot store or compare (PostgreSQL: a NUL character in a
+    # search or an id) is the request's fault: a 422 saying so, not a 500.
+    reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+    return JSONResponse(
+        {"detail": f"a value in the request cannot be stored or searched: {reason}"},
+        status_code=422,
+    )
 
 
 async def _validation_error_handler(request: Request, error: Exception) -> JSONResponse:
@@ -254,6 +267,7 @@ def create_app(
     app.add_middleware(SecurityMiddleware)
     app.add_exception_handler(CallmoodError, _callmood_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(DataError, _data_error_handler)
 
     from callmood.service.routes import alerts, auth, calls, models, pages, rules, stream
 

@@ -14,6 +14,8 @@ from starlette.datastructures import URL
 DEFAULT_PAGE_SIZE = 50
 #: The largest `limit` either accepts.
 MAX_PAGE_SIZE = 500
+#: The largest `offset` either accepts: far beyond any archive, and within a database integer.
+MAX_OFFSET = 10**9
 
 
 @dataclass(frozen=True)

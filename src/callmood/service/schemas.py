@@ -19,6 +19,15 @@ class _Schema(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def refuse_nul(value: Any) -> Any:
+    """A name or tags, unless they hold a NUL character, which PostgreSQL text cannot store
+    (the call would be lost at the very end); a pydantic validator."""
+    texts = value if isinstance(value, list) else [value]
+    if any(isinstance(text, str) and "\x00" in text for text in texts):
+        raise ValueError("must not contain NUL characters (\\x00)")
+    return value
+
+
 class UploadOptionsError(CallmoodError):
     """A form field of an upload is unknown or has an invalid value."""
 
@@ -53,6 +62,8 @@ class UploadOptions(_Schema):
         if isinstance(value, str):
             return [tag.strip() for tag in value.split(",") if tag.strip()]
         return value
+
+    _no_nul = field_validator("name", "tags")(refuse_nul)
 
     @property
     def channels_given(self) -> bool:

@@ -10,9 +10,11 @@ The client's file name is data, never a path: the file on disk gets a generated 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import unicodedata
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -27,6 +29,9 @@ MAX_FILE_NAME_CHARS = 255  # fits the call's name (300) and source (500) columns
 MAX_FIELD_BYTES = 64 * 1024
 # Multipart framing and the small option fields come on top of the file itself.
 FORM_OVERHEAD_BYTES = 1024 * 1024
+#: A client that sends no byte of its upload for this long is cut off (408): a stalled or
+#: slow-loris upload must not hold its connection and its half-written file for ever.
+UPLOAD_IDLE_TIMEOUT_SECONDS = 30.0
 
 
 class UploadError(CallmoodError):
@@ -39,6 +44,16 @@ class UploadTooLargeError(UploadError):
     """The uploaded file is larger than the configured `max_upload_mb`."""
 
     status_code = 413
+    # The rest of the body is never read: the answer ends the connection, or the server
+    # would go on reading (and discarding) what may be gigabytes to keep it alive.
+    close_connection = True
+
+
+class UploadStalledError(UploadError):
+    """The client stopped sending its upload part way."""
+
+    status_code = 408
+    close_connection = True
 
 
 class UnsupportedUploadError(UploadError):
@@ -128,7 +143,9 @@ class _FormReader:
             if self._handle is not None:
                 raise UploadError("more than one 'file' part: upload one call per request")
             self._part_is_file = True
-            self.filename = options.get(b"filename", b"upload").decode("utf-8", "replace")
+            # Only a name for the call: without NULs, which PostgreSQL text cannot store.
+            filename = options.get(b"filename", b"upload").replace(b"\0", b"")
+            self.filename = filename.decode("utf-8", "replace")
             content_type = self._headers.get(b"content-type")
             self.content_type = content_type.decode("latin-1") if content_type else None
             self._handle = self.file_path.open("wb")
@@ -178,6 +195,8 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int) -> R
         The file (or the declared Content-Length) exceeds `max_bytes`.
     UnsupportedUploadError
         The body is not multipart/form-data.
+    UploadStalledError
+        No byte arrived for `UPLOAD_IDLE_TIMEOUT_SECONDS` (a stalled or slow-loris client).
     UploadError
         No file part, an empty file, a malformed body, or the client went away.
     """
@@ -197,7 +216,7 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int) -> R
     reader = _FormReader(file_path, max_bytes)
     parser = MultipartParser(options[b"boundary"], reader.callbacks())
     try:
-        async for chunk in request.stream():
+        async for chunk in _body_chunks(request):
             parser.write(chunk)
         parser.finalize()
     except ClientDisconnect:
@@ -226,3 +245,18 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int) -> R
         size_bytes=reader.size_bytes,
         fields=reader.fields,
     )
+
+
+async def _body_chunks(request: Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives; raises UploadStalledError after a silent pause."""
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(chunks), UPLOAD_IDLE_TIMEOUT_SECONDS)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UploadStalledError(
+                f"upload stalled: no data for {UPLOAD_IDLE_TIMEOUT_SECONDS:g} s"
+            ) from None
+        yield chunk

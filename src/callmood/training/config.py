@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from callmood.errors import CallmoodError
 from callmood.labels import LABEL_SETS
+from callmood.safe_yaml import load_yaml
 
 
 class TrainingConfigError(CallmoodError):
@@ -386,7 +387,7 @@ def load_training_config(path: str | Path, *, check_paths: bool = True) -> Train
     if not path.is_file():
         raise TrainingConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise TrainingConfigError(f"{path}: not valid YAML ({error})") from None
     config = parse_training_config(data, source=str(path))

@@ -17,6 +17,7 @@ from callmood.service.deps import get_db, get_settings, require_api_token
 from callmood.service.jobs import INCOMING_SUBDIR
 from callmood.service.paging import (
     DEFAULT_PAGE_SIZE,
+    MAX_OFFSET,
     MAX_PAGE_SIZE,
     link_with_offset,
     page_offsets,
@@ -116,7 +117,9 @@ def list_calls(
     min_negativity: float | None = Query(None, ge=0, le=1, description="Negativity 0..1."),
     q: str | None = Query(None, max_length=200, description="Part of the name, or a whole tag."),
     tag: str | None = Query(None, max_length=100, description="Only calls with this tag."),
-    offset: int = Query(0, ge=0, description="Skip this many matching calls (paging)."),
+    offset: int = Query(
+        0, ge=0, le=MAX_OFFSET, description="Skip this many matching calls (paging)."
+    ),
     limit: int = Query(
         DEFAULT_PAGE_SIZE,
         ge=1,

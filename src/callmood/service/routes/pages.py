@@ -27,6 +27,7 @@ from callmood.service import deps
 from callmood.service.jobs import describe_model
 from callmood.service.paging import (
     DEFAULT_PAGE_SIZE,
+    MAX_OFFSET,
     MAX_PAGE_SIZE,
     link_with_offset,
     page_offsets,
@@ -201,7 +202,7 @@ def calls_page(
 
     Filter values that do not parse are ignored (a bad bookmark shows all calls).
     """
-    start = _page_number(offset, 0, low=0, high=10**9)
+    start = _page_number(offset, 0, low=0, high=MAX_OFFSET)
     per_page = _page_number(limit, DEFAULT_PAGE_SIZE, low=1, high=MAX_PAGE_SIZE)
     filters = {
         "date_from": _optional_date(date_from),

@@ -7,8 +7,10 @@ from typing import Literal
 
 import yaml
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 from callmood.alerts import RulesError, RuleSet
+from callmood.safe_yaml import load_yaml
 from callmood.service.deps import require_api_token
 from callmood.service.rules_store import to_yaml
 
@@ -54,8 +56,13 @@ async def put_rules(request: Request) -> RuleSet:
     body = await request.body()
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
-        data = yaml.safe_load(body) if media_type in YAML_MEDIA_TYPES else json.loads(body)
+        data = load_yaml(body) if media_type in YAML_MEDIA_TYPES else json.loads(body)
     except (ValueError, yaml.YAMLError) as error:
         raise RulesError(f"rules document: cannot parse the body ({error})") from None
+    except RecursionError:  # thousands of nested [ or { in JSON: the parser recurses per level
+        raise RulesError("rules document: cannot parse the body (nested too deeply)") from None
     rules = RuleSet.from_dict(data, source="rules document")
+    # Refused now rather than failing every call analysed with them later.
+    model = await run_in_threadpool(request.app.state.model.get)
+    rules.check_labels(model.labels)
     return request.app.state.rules.replace(rules)

@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from callmood.errors import CallmoodError
 from callmood.service import deps
-from callmood.store import new_id
+from callmood.service.schemas import refuse_nul
+from callmood.store import new_id, normalise_tags
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -112,6 +113,18 @@ class StreamStart(BaseModel):
             raise ValueError(f"channels {value} must include the customer")
         return value
 
+    _no_nul = field_validator("name", "tags")(refuse_nul)
+
+    @field_validator("tags")
+    @classmethod
+    def _storable_tags(cls, value: list[str]) -> list[str]:
+        # Checked as the store will check them, but now: not after the whole call.
+        try:
+            normalise_tags(value)
+        except CallmoodError as error:
+            raise ValueError(str(error)) from None
+        return value
+
     @field_validator("smoothing_windows")
     @classmethod
     def _odd(cls, value: int) -> int:
@@ -154,6 +167,8 @@ def _parse_json(text: str) -> dict[str, Any]:
         message = json.loads(text)
     except json.JSONDecodeError as error:
         raise StreamProtocolError(f"message is not valid JSON ({error.msg})") from None
+    except RecursionError:  # thousands of nested [ or {
+        raise StreamProtocolError("message is not valid JSON (nested too deeply)") from None
     if not isinstance(message, dict):
         raise StreamProtocolError("message must be a JSON object with a 'type'")
     return message
