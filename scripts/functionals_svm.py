@@ -432,6 +432,15 @@ def across_corpora(
         mean_wa = np.mean([wa for _, wa in scores.values()])
         cells.append(f"{100 * mean_ua:.1f} / {100 * mean_wa:.1f}")
         print(f"| {name} | {label} | {' | '.join(cells)} |")
+    print(f"\nRecall per class ({', '.join(clips.classes)}), per test corpus:")
+    for label, predicted in rows:
+        cells = []
+        for corpus in corpora:
+            mine = (clips.corpora == corpus) & (predicted >= 0)
+            metrics = classification_metrics(clips.targets[mine], predicted[mine], clips.classes)
+            recalls = "/".join(f"{100 * metrics.per_class_recall[c]:.0f}" for c in clips.classes)
+            cells.append(f"{corpus} {recalls}")
+        print(f"  {label}: {'; '.join(cells)}")
 
 
 def protocol_column(protocol: str, corpus: str, corpora: list[str]) -> str:
@@ -476,6 +485,35 @@ def print_timings(config: TrainingConfig, windows: int = 50) -> None:
         print(
             f"| {label} | {1000 * median_wall:.1f} / {1000 * median_cpu:.1f} ms "
             f"| {1 / median_cpu:.0f}x |"
+        )
+    # How much of that is openSMILE's set-up per call: a 0.1 s call, and the frame-level
+    # descriptors of 60 s in one call (what an analyzer computing them once per call and
+    # windowed functionals itself would pay per second of audio).
+    import opensmile
+
+    minute = np.resize(signal, 60 * SAMPLE_RATE)
+    for kind, name in OPENSMILE_SETS.items():
+        tiny = smile(kind)
+        lld = opensmile.Smile(
+            feature_set=getattr(opensmile.FeatureSet, name),
+            feature_level=opensmile.FeatureLevel.LowLevelDescriptors,
+        )
+        tiny.process_signal(cuts[0], SAMPLE_RATE)
+        costs = []
+        for _ in range(5):
+            start = time.process_time()
+            tiny.process_signal(cuts[0][: SAMPLE_RATE // 10], SAMPLE_RATE)
+            costs.append(time.process_time() - start)
+        start = time.process_time()
+        lld.process_signal(minute, SAMPLE_RATE)
+        per_second = (time.process_time() - start) / 60
+        print(
+            f"| openSMILE {name}: one call on 0.1 s (set-up) | - / "
+            f"{1000 * float(np.median(costs)):.1f} ms | - |"
+        )
+        print(
+            f"| openSMILE {name}: frame-level descriptors of 60 s in one call, per second "
+            f"| - / {1000 * per_second:.1f} ms | {1 / per_second:.0f}x |"
         )
 
 
