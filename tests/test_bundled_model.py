@@ -8,6 +8,7 @@ import torch
 
 from callmood.features import FeatureExtractor
 from callmood.models.package import DEFAULT_MODEL_DIR, load_model_package
+from callmood.normalization import normalize_alone
 from callmood.training.data import decode_clip
 
 # Strong-intensity angry and neutral clips of one RAVDESS actor (training data of the model:
@@ -22,9 +23,11 @@ def package():
 
 
 def features_of(package, path):
+    """The clip's features as the network takes them: normalised as a caller of its own."""
     waveform = decode_clip(path, package.feature_config.sample_rate)
     with torch.no_grad():
-        return FeatureExtractor(package.feature_config)(torch.from_numpy(waveform)[None])
+        features = FeatureExtractor(package.feature_config)(torch.from_numpy(waveform)[None])
+    return normalize_alone(features, package.caller_prior)
 
 
 def test_bundled_model_is_the_four_class_default_and_small(package):
@@ -41,6 +44,10 @@ def test_model_json_records_features_and_training_data():
     assert metadata["feature_config"]["kind"] in {"mfcc", "logmel"}
     assert metadata["feature_config"]["sample_rate"] == 16000
     assert set(metadata["training"]["corpora"]) == {"ravdess", "emodb"}
+    # Callers are normalised against the training data's statistics (callmood.normalization).
+    prior = metadata["caller_normalization"]
+    assert len(prior["mean"]) == len(prior["std"]) == metadata["model_config"]["num_features"]
+    assert prior["prior_seconds"] > 0
 
 
 def test_model_card_states_the_non_commercial_license_and_limits():

@@ -20,7 +20,8 @@ from callmood.training.config import load_training_config
 def loco_report(ravdess_dir, emodb_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("loco")
     ravdess = [r for r in prepare_ravdess(ravdess_dir) if int(r.speaker.split(":")[1]) <= 12]
-    emodb = [r for r in prepare_emodb(emodb_dir) if r.speaker in {"emodb:03", "emodb:09", "emodb:11", "emodb:16"}]
+    speakers = {"emodb:03", "emodb:09", "emodb:11", "emodb:16"}
+    emodb = [r for r in prepare_emodb(emodb_dir) if r.speaker in speakers]
     write_manifest(ravdess, folder / "ravdess.csv")
     write_manifest(emodb, folder / "emodb.csv")
     recipe = load_training_config(REPO_ROOT / "configs" / "default.yaml", check_paths=False)
