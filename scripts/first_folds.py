@@ -12,7 +12,8 @@ Usage:
       --override '{"speaker_normalization": true}' --folds 4 --protocol loso
   python scripts/first_folds.py configs/experiments/ravdess8_medium.yaml --protocol kfold \\
       --override '{"speaker_normalization": true, "trim_silence_db": 35}' --folds 2
-  python scripts/first_folds.py configs/experiments/emodb7_speakernorm_branchloss.yaml --folds 3 --branches
+  python scripts/first_folds.py configs/experiments/emodb7_speakernorm_branchloss.yaml \\
+      --folds 3 --branches
 
 `--branches` also prints the UA of each branch alone (its slice of the classifier,
 `ParallelCNNTransformer.branch_logits`).
