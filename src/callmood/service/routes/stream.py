@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from callmood.errors import CallmoodError
 from callmood.service import deps
+from callmood.service.jobs import LIVE_SUBDIR
 from callmood.store import new_id
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ CLOSE_NORMAL = 1000
 LIVE_TAG = "live"
 PARTIAL_TAG = "partial"
 #: Folder under the settings' audio_dir for the recordings of live streams.
-RECORDINGS_SUBDIR = "live"
+RECORDINGS_SUBDIR = LIVE_SUBDIR
 
 
 class StreamProtocolError(CallmoodError):
