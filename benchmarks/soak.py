@@ -94,6 +94,7 @@ class Server:
         self.log_path = data_dir.parent / "server.log"
         self.process: subprocess.Popen | None = None
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self.audio_dir = data_dir / "audio"
 
     def start(self) -> float:
         """Start the server and wait until it answers; returns the seconds that took."""
@@ -358,14 +359,17 @@ async def job_states(client: httpx.AsyncClient, job_ids: list[str]) -> Counter:
     return states
 
 
-async def kill_and_restart(run: Run, server: Server, kill_by: float, min_seconds: float) -> dict:
-    """SIGKILL once jobs are queued and running and streams are mid-call, then restart."""
+async def kill_and_restart(
+    run: Run, server: Server, burst: asyncio.Event, kill_by: float, after_seconds: float
+) -> dict:
+    """After `after_seconds`, a burst of uploads; SIGKILL as soon as one of its jobs runs and
+    another waits (and streams are mid-call), or at `kill_by`; then start the server again."""
     began = time.monotonic()
+    await asyncio.sleep(after_seconds)
+    burst.set()
     async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
         while time.monotonic() < kill_by:
-            await asyncio.sleep(1.0)
-            if time.monotonic() - began < min_seconds or len(run.accepted) < 3:
-                continue
+            await asyncio.sleep(0.3)
             states = await job_states(client, list(run.accepted))
             if states["queued"] and states["running"] and run.streams_in_call >= 5:
                 break
@@ -375,9 +379,7 @@ async def kill_and_restart(run: Run, server: Server, kill_by: float, min_seconds
     killed_at = time.monotonic() - began
     server.kill()
     run.kills += 1
-    at_kill = await asyncio.to_thread(unfinished_at_kill, server.database_url)
-    # Recordings of the streams the kill cut off: the restart must remove them.
-    at_kill["live_files"] = len(list((server.data_dir / "audio" / "live").glob("*.flac")))
+    at_kill = await asyncio.to_thread(unfinished_at_kill, server.database_url, server.audio_dir)
     restart_seconds = await asyncio.to_thread(server.start)
     run.kill_window = False
     run.server_up.set()
@@ -411,21 +413,28 @@ async def soak(arguments: argparse.Namespace, server: Server) -> tuple[Run, dict
         seconds = float(rng.uniform(8, 14))
         calls.append((kind, b"" if kind in ("not_audio", "empty") else build_call(seconds, number)))
     audio = speech(max(60.0, 2 * arguments.stream_seconds))
-    before_kill = calls[: len(calls) // 2]
-    after_restart = calls[len(calls) // 2 :]
+    # A third at the start, a third in a burst just before the kill (so that jobs are
+    # queued and running when it strikes), a third after the restart.
+    third = len(calls) // 3
+    concurrency = arguments.upload_concurrency
 
     slots = [
         asyncio.create_task(stream_slot(run, server.port, slot, audio, arguments.stream_seconds))
         for slot in range(arguments.streams)
     ]
-    first = asyncio.create_task(
-        uploads(run, server.port, before_kill, arguments.upload_concurrency)
-    )
-    kill_by = began + arguments.minutes * 60 * 0.35
+    first = asyncio.create_task(uploads(run, server.port, calls[:third], concurrency))
+    burst_start = asyncio.Event()
+
+    async def burst_uploads() -> None:
+        await burst_start.wait()
+        await uploads(run, server.port, calls[third : 2 * third], concurrency)
+
+    burst = asyncio.create_task(burst_uploads())
+    kill_by = began + arguments.minutes * 60 * 0.4
     # After the first streams have completed, so that both kinds of ending are seen.
-    kill = await kill_and_restart(run, server, kill_by, arguments.stream_seconds + 5)
-    await first
-    await uploads(run, server.port, after_restart, arguments.upload_concurrency)
+    kill = await kill_and_restart(run, server, burst_start, kill_by, arguments.stream_seconds + 5)
+    await asyncio.gather(first, burst)
+    await uploads(run, server.port, calls[2 * third :], concurrency)
     await asyncio.gather(*slots)
     states = await drain_jobs(run, server)
     return run, kill, states
@@ -434,21 +443,30 @@ async def soak(arguments: argparse.Namespace, server: Server) -> tuple[Run, dict
 # ---------------------------------------------------------------------------- the audit
 
 
-def unfinished_at_kill(database_url: str) -> dict:
-    """Ids of the jobs queued and running in the database right after the kill."""
+def unfinished_at_kill(database_url: str, audio_dir: Path) -> dict:
+    """Right after the kill: the ids of the jobs queued and running, and how many live
+    recordings no call refers to (streams cut off: the restart must remove them)."""
     from sqlalchemy import select
 
-    from callmood.store import JobRecord, create_database_engine, make_session_factory
+    from callmood.store import (
+        JobRecord,
+        create_database_engine,
+        make_session_factory,
+        referenced_audio_paths,
+    )
 
     engine = create_database_engine(database_url)
     try:
         with make_session_factory(engine)() as session:
             rows = session.execute(select(JobRecord.id, JobRecord.state)).all()
+            referenced = referenced_audio_paths(session)
     finally:
         engine.dispose()
+    live = [f"live/{path.name}" for path in (audio_dir / "live").glob("*")]
     return {
         "queued": {job_id for job_id, state in rows if state == "queued"},
         "running": {job_id for job_id, state in rows if state == "running"},
+        "cut_recordings": sum(path not in referenced for path in live),
     }
 
 
@@ -619,7 +637,7 @@ def print_report(arguments, backend: str, run: Run, kill: dict, result: dict, se
         f"\nSIGKILL after {kill['killed_at']:.0f} s with {len(kill['queued'])} job(s) queued, "
         f"{len(kill['running'])} running and {kill['streams_in_call']} stream(s) mid-call; "
         f"serving again {kill['restart_seconds']:.1f} s later; "
-        f"{kill['live_files']} live recording(s) on disk at the kill"
+        f"{kill['cut_recordings']} recording(s) of cut streams on disk after the kill"
     )
     for (before, after), count in sorted(result["resumed"].items()):
         print(f"  {before} at the kill -> {after} at the end: {count}")
