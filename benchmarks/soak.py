@@ -30,8 +30,9 @@ database and the audio folder are audited:
 - streams: one that ended (stop, hang-up, protocol error after audio) must have its call
   stored (marked partial unless it stopped); one the kill cut must leave nothing behind.
 
-Usage: python benchmarks/soak.py [--minutes 4] [--uploads 24] [--streams 20]
-       [--stream-seconds 15] [--workers 1] [--database postgresql+psycopg://...]
+Usage: python benchmarks/soak.py [--minutes 4] [--uploads 24] [--call-seconds 60]
+       [--streams 20] [--stream-seconds 15] [--workers 1]
+       [--database postgresql+psycopg://...]
 
 Bounded: it stops by itself after --minutes (plus at most about 2 minutes to let the
 last streams and jobs finish, stop the server and audit). Exit status 1 if anything was
@@ -165,6 +166,7 @@ class Run:
     accepted: dict = field(default_factory=dict)  # job id -> upload kind
     streams: list = field(default_factory=list)  # one dict per stream
     streams_in_call: int = 0
+    most_in_call: int = 0  # the most streams mid-call at once
 
 
 def upload_body(kind: str, call: bytes) -> tuple[bytes, str]:
@@ -286,6 +288,7 @@ async def one_stream(run: Run, url: str, kind: str, audio: np.ndarray, other: np
             ready = json.loads(await asyncio.wait_for(websocket.recv(), 60))
             record["call_id"] = ready.get("call_id")
             run.streams_in_call += 1
+            run.most_in_call = max(run.most_in_call, run.streams_in_call)
             in_call = True
 
             async def receive() -> dict:
@@ -410,7 +413,7 @@ async def soak(arguments: argparse.Namespace, server: Server) -> tuple[Run, dict
     calls = []
     for number in range(arguments.uploads):
         kind = UPLOAD_KINDS[number % len(UPLOAD_KINDS)]
-        seconds = float(rng.uniform(8, 14))
+        seconds = float(rng.uniform(0.5, 1.5) * arguments.call_seconds)
         calls.append((kind, b"" if kind in ("not_audio", "empty") else build_call(seconds, number)))
     audio = speech(max(60.0, 2 * arguments.stream_seconds))
     # A third at the start, a third in a burst just before the kill (so that jobs are
@@ -597,7 +600,8 @@ def audit(database_url: str, audio_dir: Path, run: Run, kill: dict) -> dict:
 def print_report(arguments, backend: str, run: Run, kill: dict, result: dict, seconds: float):
     print(
         f"\nSoak: {backend}, {seconds / 60:.1f} min, {arguments.streams} stream slots, "
-        f"{arguments.uploads} uploads ({arguments.upload_concurrency} at a time), "
+        f"{arguments.uploads} uploads of {arguments.call_seconds:g} s calls on average "
+        f"({arguments.upload_concurrency} at a time), "
         f"{arguments.workers} worker(s), {os.cpu_count()} CPU cores, "
         f"load average {os.getloadavg()[0]:.1f} at the end"
     )
@@ -646,8 +650,8 @@ def print_report(arguments, backend: str, run: Run, kill: dict, result: dict, se
     windows = sum(stream["windows"] for stream in run.streams)
     ready = sum(stream["call_id"] is not None for stream in run.streams)
     print(
-        f"\nStreams: {len(run.streams)} opened ({ready} got ready), {windows} window results, "
-        f"{result['live_calls']} live calls stored"
+        f"\nStreams: {len(run.streams)} opened ({ready} got ready, at most {run.most_in_call} "
+        f"at once), {windows} window results, {result['live_calls']} live calls stored"
     )
     for outcome, count in outcomes.most_common():
         kinds = Counter(s["kind"] for s in run.streams if s["outcome"] == outcome)
@@ -718,6 +722,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=4.0, help="Length of the load.")
     parser.add_argument("--uploads", type=int, default=24, help="Uploads in all (1/3 garbage).")
+    parser.add_argument(
+        "--call-seconds", type=float, default=60.0, help="Mean length of an uploaded call."
+    )
     parser.add_argument("--upload-concurrency", type=int, default=4, help="Uploads at once.")
     parser.add_argument("--streams", type=int, default=20, help="Live streams at once.")
     parser.add_argument("--stream-seconds", type=float, default=15.0, help="Audio per stream.")
