@@ -352,13 +352,14 @@ async def stream_slot(run: Run, port: int, slot: int, audio: np.ndarray, seconds
         number += len(STREAM_KINDS) // 2 + 1  # walk through the kinds in another order
 
 
-async def job_states(client: httpx.AsyncClient, job_ids: list[str]) -> Counter:
-    states: Counter = Counter()
+async def job_states(client: httpx.AsyncClient, job_ids: list[str]) -> dict[str, str]:
+    """The state of each job, as the API tells it."""
+    states = {}
     for job_id in job_ids:
         try:
-            states[(await client.get(f"/api/jobs/{job_id}", headers=AUTH)).json()["state"]] += 1
+            states[job_id] = (await client.get(f"/api/jobs/{job_id}", headers=AUTH)).json()["state"]
         except (httpx.HTTPError, KeyError, ValueError):
-            states["unknown"] += 1
+            states[job_id] = "unknown"
     return states
 
 
@@ -370,11 +371,14 @@ async def kill_and_restart(
     began = time.monotonic()
     await asyncio.sleep(after_seconds)
     burst.set()
+    finished: set[str] = set()
     async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
         while time.monotonic() < kill_by:
-            await asyncio.sleep(0.3)
-            states = await job_states(client, list(run.accepted))
-            if states["queued"] and states["running"] and run.streams_in_call >= 5:
+            await asyncio.sleep(0.1)
+            # Only the jobs not seen finished: a short poll does not miss the moment.
+            states = await job_states(client, [j for j in run.accepted if j not in finished])
+            finished |= {job for job, state in states.items() if state in ("done", "failed")}
+            if {"queued", "running"} <= set(states.values()) and run.streams_in_call >= 5:
                 break
     run.kill_window = True
     run.server_up.clear()
@@ -398,7 +402,7 @@ async def drain_jobs(run: Run, server: Server) -> Counter:
     """Wait until every accepted job is done or failed, or the time bound."""
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
         while True:
-            states = await job_states(client, list(run.accepted))
+            states = Counter((await job_states(client, list(run.accepted))).values())
             if not (states["queued"] or states["running"]) or time.monotonic() > run.deadline:
                 return states
             await asyncio.sleep(2.0)
