@@ -166,6 +166,7 @@ class Run:
     accepted: dict = field(default_factory=dict)  # job id -> upload kind
     streams: list = field(default_factory=list)  # one dict per stream
     streams_in_call: int = 0
+    trickling: asyncio.Event = field(default_factory=asyncio.Event)  # the slow call is sending
     most_in_call: int = 0  # the most streams mid-call at once
 
 
@@ -177,6 +178,7 @@ def upload_body(kind: str, call: bytes) -> tuple[bytes, str]:
         "not_audio": b"this is a text file, not a call\n" * 200,
         "empty": b"",
         "cut_off": call,
+        "slow_call": call,
     }[kind]
     boundary = uuid.uuid4().hex
     body = (
@@ -202,6 +204,15 @@ async def cut_off_upload(port: int, body: bytes, content_type: str) -> None:
     writer.transport.abort()
 
 
+async def trickle(body: bytes, started: asyncio.Event):
+    """`body` in 32 KiB pieces, five a second; `started` is set once some are sent."""
+    for number, first in enumerate(range(0, len(body), 32768)):
+        yield body[first : first + 32768]
+        if number == 2:
+            started.set()
+        await asyncio.sleep(0.2)
+
+
 async def one_upload(run: Run, client: httpx.AsyncClient, port: int, kind: str, call: bytes):
     body, content_type = upload_body(kind, call)
     for attempt in range(2):  # once more if the kill swallowed the answer
@@ -214,10 +225,12 @@ async def one_upload(run: Run, client: httpx.AsyncClient, port: int, kind: str, 
             except OSError:
                 run.answers[(kind, "refused: server down")] += 1
             return
+        # The slow call trickles in, so that the kill catches it mid-request; its retry does not.
+        content = trickle(body, run.trickling) if kind == "slow_call" and attempt == 0 else body
         try:
             response = await client.post(
                 "/api/calls",
-                content=body,
+                content=content,
                 headers={**AUTH, "Content-Type": content_type},
             )
         except httpx.TransportError as error:
@@ -364,10 +377,16 @@ async def job_states(client: httpx.AsyncClient, job_ids: list[str]) -> dict[str,
 
 
 async def kill_and_restart(
-    run: Run, server: Server, burst: asyncio.Event, kill_by: float, after_seconds: float
+    run: Run,
+    server: Server,
+    burst: asyncio.Event,
+    slow_call: bytes,
+    kill_by: float,
+    after_seconds: float,
 ) -> dict:
     """After `after_seconds`, a burst of uploads; SIGKILL as soon as one of its jobs runs and
-    another waits (and streams are mid-call), or at `kill_by`; then start the server again."""
+    another waits (and streams are mid-call), or at `kill_by`, while a slow upload is still
+    sending; then start the server again (the slow upload is sent once more)."""
     began = time.monotonic()
     await asyncio.sleep(after_seconds)
     burst.set()
@@ -380,6 +399,10 @@ async def kill_and_restart(
             finished |= {job for job, state in states.items() if state in ("done", "failed")}
             if {"queued", "running"} <= set(states.values()) and run.streams_in_call >= 5:
                 break
+    uploader = httpx.AsyncClient(base_url=server.base_url, timeout=120)
+    slow = asyncio.create_task(one_upload(run, uploader, server.port, "slow_call", slow_call))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(run.trickling.wait(), 10)
     run.kill_window = True
     run.server_up.clear()
     in_call = run.streams_in_call
@@ -390,6 +413,8 @@ async def kill_and_restart(
     restart_seconds = await asyncio.to_thread(server.start)
     run.kill_window = False
     run.server_up.set()
+    await slow
+    await uploader.aclose()
     return {
         "killed_at": killed_at,
         "restart_seconds": restart_seconds,
@@ -439,7 +464,10 @@ async def soak(arguments: argparse.Namespace, server: Server) -> tuple[Run, dict
     burst = asyncio.create_task(burst_uploads())
     kill_by = began + arguments.minutes * 60 * 0.4
     # After the first streams have completed, so that both kinds of ending are seen.
-    kill = await kill_and_restart(run, server, burst_start, kill_by, arguments.stream_seconds + 5)
+    slow_call = build_call(arguments.call_seconds, seed=arguments.uploads)
+    kill = await kill_and_restart(
+        run, server, burst_start, slow_call, kill_by, arguments.stream_seconds + 5
+    )
     await asyncio.gather(first, burst)
     await uploads(run, server.port, calls[2 * third :], concurrency)
     await asyncio.gather(*slots)
@@ -474,6 +502,7 @@ def unfinished_at_kill(database_url: str, audio_dir: Path) -> dict:
         "queued": {job_id for job_id, state in rows if state == "queued"},
         "running": {job_id for job_id, state in rows if state == "running"},
         "cut_recordings": sum(path not in referenced for path in live),
+        "cut_uploads": len(list((audio_dir / "incoming").glob(".upload-*"))),
     }
 
 
@@ -548,7 +577,9 @@ def audit(database_url: str, audio_dir: Path, run: Run, kill: dict) -> dict:
     for state in ("queued", "running"):
         for job_id in kill[state]:
             job = jobs.get(job_id)
-            resumed[(state, job.state if job else "missing")] += 1
+            # The kind tells an expected failure (a truncated file) from a lost job.
+            kind = run.accepted.get(job_id, "answer lost in the kill")
+            resumed[(state, job.state if job else "missing", kind)] += 1
 
     on_disk = [
         path.relative_to(audio_dir).as_posix()
@@ -613,7 +644,7 @@ def print_report(arguments, backend: str, run: Run, kill: dict, result: dict, se
         "\nUploads: requests sent and answers (one is sent again if the kill swallowed its answer)"
     )
     print(f"{'kind':<11}{'requests':>9}  answers")
-    for kind in dict.fromkeys(UPLOAD_KINDS):
+    for kind in [*dict.fromkeys(UPLOAD_KINDS), "slow_call"]:
         answers = ", ".join(
             f"{outcome}: {count}"
             for (answered, outcome), count in sorted(run.answers.items(), key=str)
@@ -645,10 +676,11 @@ def print_report(arguments, backend: str, run: Run, kill: dict, result: dict, se
         f"\nSIGKILL after {kill['killed_at']:.0f} s with {len(kill['queued'])} job(s) queued, "
         f"{len(kill['running'])} running and {kill['streams_in_call']} stream(s) mid-call; "
         f"serving again {kill['restart_seconds']:.1f} s later; "
-        f"{kill['cut_recordings']} recording(s) of cut streams on disk after the kill"
+        f"left on disk by the kill: {kill['cut_recordings']} recording(s) of cut streams, "
+        f"{kill['cut_uploads']} partial upload(s)"
     )
-    for (before, after), count in sorted(result["resumed"].items()):
-        print(f"  {before} at the kill -> {after} at the end: {count}")
+    for (before, after, kind), count in sorted(result["resumed"].items()):
+        print(f"  {before} at the kill -> {after} at the end: {count} ({kind})")
 
     outcomes = Counter(stream["outcome"] for stream in run.streams)
     windows = sum(stream["windows"] for stream in run.streams)
