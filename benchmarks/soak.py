@@ -166,7 +166,6 @@ class Run:
     accepted: dict = field(default_factory=dict)  # job id -> upload kind
     streams: list = field(default_factory=list)  # one dict per stream
     streams_in_call: int = 0
-    trickling: asyncio.Event = field(default_factory=asyncio.Event)  # the slow call is sending
     most_in_call: int = 0  # the most streams mid-call at once
 
 
@@ -204,12 +203,10 @@ async def cut_off_upload(port: int, body: bytes, content_type: str) -> None:
     writer.transport.abort()
 
 
-async def trickle(body: bytes, started: asyncio.Event):
-    """`body` in 32 KiB pieces, five a second; `started` is set once some are sent."""
-    for number, first in enumerate(range(0, len(body), 32768)):
-        yield body[first : first + 32768]
-        if number == 2:
-            started.set()
+async def trickle(body: bytes):
+    """`body` in 16 KiB pieces, five a second (about 30 s for a one-minute call)."""
+    for first in range(0, len(body), 16384):
+        yield body[first : first + 16384]
         await asyncio.sleep(0.2)
 
 
@@ -226,7 +223,7 @@ async def one_upload(run: Run, client: httpx.AsyncClient, port: int, kind: str, 
                 run.answers[(kind, "refused: server down")] += 1
             return
         # The slow call trickles in, so that the kill catches it mid-request; its retry does not.
-        content = trickle(body, run.trickling) if kind == "slow_call" and attempt == 0 else body
+        content = trickle(body) if kind == "slow_call" and attempt == 0 else body
         try:
             response = await client.post(
                 "/api/calls",
@@ -390,6 +387,8 @@ async def kill_and_restart(
     began = time.monotonic()
     await asyncio.sleep(after_seconds)
     burst.set()
+    uploader = httpx.AsyncClient(base_url=server.base_url, timeout=120)
+    slow = asyncio.create_task(one_upload(run, uploader, server.port, "slow_call", slow_call))
     finished: set[str] = set()
     async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
         while time.monotonic() < kill_by:
@@ -399,10 +398,6 @@ async def kill_and_restart(
             finished |= {job for job, state in states.items() if state in ("done", "failed")}
             if {"queued", "running"} <= set(states.values()) and run.streams_in_call >= 5:
                 break
-    uploader = httpx.AsyncClient(base_url=server.base_url, timeout=120)
-    slow = asyncio.create_task(one_upload(run, uploader, server.port, "slow_call", slow_call))
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(run.trickling.wait(), 10)
     run.kill_window = True
     run.server_up.clear()
     in_call = run.streams_in_call
