@@ -54,6 +54,8 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -61,8 +63,23 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 from service import build_call
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from streams import speech
 from support import free_port
+
+from callmood.store import (
+    AlertRecord,
+    CallRecord,
+    JobRecord,
+    SegmentRecord,
+    SpeakerRecord,
+    WindowRecord,
+    create_database_engine,
+    make_session_factory,
+    referenced_audio_paths,
+)
+from callmood.store.models import CallTag
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "soak-token-0123456789"
@@ -473,25 +490,23 @@ async def soak(arguments: argparse.Namespace, server: Server) -> tuple[Run, dict
 # ---------------------------------------------------------------------------- the audit
 
 
-def unfinished_at_kill(database_url: str, audio_dir: Path) -> dict:
-    """Right after the kill: the ids of the jobs queued and running, and how many live
-    recordings no call refers to (streams cut off: the restart must remove them)."""
-    from sqlalchemy import select
-
-    from callmood.store import (
-        JobRecord,
-        create_database_engine,
-        make_session_factory,
-        referenced_audio_paths,
-    )
-
+@contextmanager
+def store_session(database_url: str) -> Iterator[Session]:
+    """A session on the server's database, read by the soak itself (the server is down)."""
     engine = create_database_engine(database_url)
     try:
         with make_session_factory(engine)() as session:
-            rows = session.execute(select(JobRecord.id, JobRecord.state)).all()
-            referenced = referenced_audio_paths(session)
+            yield session
     finally:
         engine.dispose()
+
+
+def unfinished_at_kill(database_url: str, audio_dir: Path) -> dict:
+    """Right after the kill: the ids of the jobs queued and running, and how many live
+    recordings no call refers to (streams cut off: the restart must remove them)."""
+    with store_session(database_url) as session:
+        rows = session.execute(select(JobRecord.id, JobRecord.state)).all()
+        referenced = referenced_audio_paths(session)
     live = [f"live/{path.name}" for path in (audio_dir / "live").glob("*")]
     return {
         "queued": {job_id for job_id, state in rows if state == "queued"},
@@ -503,52 +518,33 @@ def unfinished_at_kill(database_url: str, audio_dir: Path) -> dict:
 
 def audit(database_url: str, audio_dir: Path, run: Run, kill: dict) -> dict:
     """Lost uploads, orphan files and half-written rows, from the database and the disk."""
-    from sqlalchemy import func, select
-
-    from callmood.store import (
-        AlertRecord,
-        CallRecord,
-        JobRecord,
-        SegmentRecord,
-        SpeakerRecord,
-        WindowRecord,
-        create_database_engine,
-        make_session_factory,
-        referenced_audio_paths,
-    )
-    from callmood.store.models import CallTag
-
-    engine = create_database_engine(database_url)
-    try:
-        with make_session_factory(engine)() as session:
-            jobs = {
-                row.id: row
-                for row in session.execute(
-                    select(
-                        JobRecord.id,
-                        JobRecord.state,
-                        JobRecord.error,
-                        JobRecord.call_id,
-                        JobRecord.upload_path,
-                    )
+    with store_session(database_url) as session:
+        jobs = {
+            row.id: row
+            for row in session.execute(
+                select(
+                    JobRecord.id,
+                    JobRecord.state,
+                    JobRecord.error,
+                    JobRecord.call_id,
+                    JobRecord.upload_path,
                 )
-            }
-            calls = {
-                row.id: row for row in session.execute(select(CallRecord.id, CallRecord.audio_path))
-            }
-            tags = Counter(session.scalars(select(CallTag.tag)))
-            partial = set(session.scalars(select(CallTag.call_id).where(CallTag.tag == "partial")))
-            referenced = referenced_audio_paths(session)
-            headless = {
-                model.__tablename__: session.scalar(
-                    select(func.count())
-                    .select_from(model)
-                    .where(model.call_id.not_in(select(CallRecord.id)))
-                )
-                for model in (SpeakerRecord, WindowRecord, SegmentRecord, AlertRecord, CallTag)
-            }
-    finally:
-        engine.dispose()
+            )
+        }
+        calls = {
+            row.id: row for row in session.execute(select(CallRecord.id, CallRecord.audio_path))
+        }
+        tags = Counter(session.scalars(select(CallTag.tag)))
+        partial = set(session.scalars(select(CallTag.call_id).where(CallTag.tag == "partial")))
+        referenced = referenced_audio_paths(session)
+        headless = {
+            model.__tablename__: session.scalar(
+                select(func.count())
+                .select_from(model)
+                .where(model.call_id.not_in(select(CallRecord.id)))
+            )
+            for model in (SpeakerRecord, WindowRecord, SegmentRecord, AlertRecord, CallTag)
+        }
 
     lost, failed_reasons, outcomes, unfinished = [], Counter(), Counter(), 0
     for job_id in set(run.accepted) | set(jobs):  # also jobs whose 202 the kill swallowed
