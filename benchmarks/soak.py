@@ -54,7 +54,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,14 +220,16 @@ async def cut_off_upload(port: int, body: bytes, content_type: str) -> None:
     writer.transport.abort()
 
 
-async def trickle(body: bytes):
+async def trickle(body: bytes) -> AsyncIterator[bytes]:
     """`body` in 16 KiB pieces, five a second (about 30 s for a one-minute call)."""
     for first in range(0, len(body), 16384):
         yield body[first : first + 16384]
         await asyncio.sleep(0.2)
 
 
-async def one_upload(run: Run, client: httpx.AsyncClient, port: int, kind: str, call: bytes):
+async def one_upload(
+    run: Run, client: httpx.AsyncClient, port: int, kind: str, call: bytes
+) -> None:
     body, content_type = upload_body(kind, call)
     for attempt in range(2):  # once more if the kill swallowed the answer
         await run.server_up.wait()
@@ -263,7 +265,7 @@ async def one_upload(run: Run, client: httpx.AsyncClient, port: int, kind: str, 
         return
 
 
-async def uploads(run: Run, port: int, calls: list[tuple[str, bytes]], concurrency: int):
+async def uploads(run: Run, port: int, calls: list[tuple[str, bytes]], concurrency: int) -> None:
     limit = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
 
@@ -296,7 +298,7 @@ def stream_frames(kind: str, audio: np.ndarray, other: np.ndarray) -> tuple[dict
     return start, frames
 
 
-async def one_stream(run: Run, url: str, kind: str, audio: np.ndarray, other: np.ndarray):
+async def one_stream(run: Run, url: str, kind: str, audio: np.ndarray, other: np.ndarray) -> None:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
@@ -362,7 +364,7 @@ async def one_stream(run: Run, url: str, kind: str, audio: np.ndarray, other: np
             run.streams_in_call -= 1
 
 
-async def stream_slot(run: Run, port: int, slot: int, audio: np.ndarray, seconds: float):
+async def stream_slot(run: Run, port: int, slot: int, audio: np.ndarray, seconds: float) -> None:
     """Stream call after call until the load ends (waiting out the server's restart)."""
     url = f"ws://127.0.0.1:{port}/api/stream?token={TOKEN}"
     rng = random.Random(slot)
@@ -623,7 +625,10 @@ def audit(database_url: str, audio_dir: Path, run: Run, kill: dict) -> dict:
 # ---------------------------------------------------------------------------- the report
 
 
-def print_report(arguments, backend: str, run: Run, kill: dict, result: dict, seconds: float):
+def print_report(
+    arguments: argparse.Namespace, backend: str, run: Run, kill: dict, result: dict, seconds: float
+) -> bool:
+    """Print the tables; True if anything was lost, orphaned, half-written or failed."""
     print(
         f"\nSoak: {backend}, {seconds / 60:.1f} min, {arguments.streams} stream slots, "
         f"{arguments.uploads} uploads of {arguments.call_seconds:g} s calls on average "
