@@ -96,6 +96,8 @@ STREAM_KINDS = ["pcm16", "pcm16", "mulaw", "mulaw", "stereo", "pcm16"] + [
     "bad_start",
 ]
 SERVER_CODE = "from callmood.cli import main; main()"
+# A stream that hung up this long before the kill may not have been stored yet.
+KILL_RACE_SECONDS = 5.0
 
 
 # ---------------------------------------------------------------------------- the server
@@ -176,6 +178,7 @@ class Run:
     streams_until: float
     server_up: asyncio.Event = field(default_factory=asyncio.Event)
     kills: int = 0  # SIGKILLs so far: a stream opened before one was cut by it
+    killed_at: float | None = None  # time.monotonic() of the kill
     kill_window: bool = False  # the server is dead or starting again
     requests: Counter = field(default_factory=Counter)  # upload kind -> requests sent
     answers: Counter = field(default_factory=Counter)  # (kind, status or outcome) -> count
@@ -360,6 +363,7 @@ async def one_stream(run: Run, url: str, kind: str, audio: np.ndarray, other: np
         else:
             record["outcome"] = f"failed: {type(error).__name__}"
     finally:
+        record["ended"] = time.monotonic()
         if in_call:
             run.streams_in_call -= 1
 
@@ -423,6 +427,7 @@ async def kill_and_restart(
     killed_at = time.monotonic() - began
     server.kill()
     run.kills += 1
+    run.killed_at = time.monotonic()
     at_kill = await asyncio.to_thread(unfinished_at_kill, server.database_url, server.audio_dir)
     restart_seconds = await asyncio.to_thread(server.start)
     run.kill_window = False
@@ -600,11 +605,21 @@ def audit(database_url: str, audio_dir: Path, run: Run, kill: dict) -> dict:
         if outcome == "completed" and call_id not in calls:
             stream_problems.append((stream["kind"], "completed but not stored"))
         elif outcome in ("hung up", "protocol error"):
-            if call_id not in calls:
+            # The server stores such a call after the client has gone: a kill a moment
+            # later takes it along, as it takes the streams it cuts.
+            just_before_kill = run.killed_at is not None and (
+                0 <= run.killed_at - stream["ended"] < KILL_RACE_SECONDS
+            )
+            if call_id not in calls and just_before_kill:
+                stream["outcome"] = "ended as killed"
+            elif call_id not in calls:
                 stream_problems.append((stream["kind"], f"{outcome} but not stored"))
             elif call_id not in partial:
                 stream_problems.append((stream["kind"], f"{outcome} but not marked partial"))
-        elif outcome == "cut by the kill" and (audio_dir / "live" / f"{call_id}.flac").exists():
+        if (
+            stream["outcome"] in ("cut by the kill", "ended as killed")
+            and (audio_dir / "live" / f"{call_id}.flac").exists()
+        ):
             stream_problems.append((stream["kind"], "cut by the kill, recording left"))
     return {
         "lost": lost,
@@ -694,7 +709,15 @@ def print_report(
     failures = sum(
         count
         for outcome, count in outcomes.items()
-        if outcome not in ("completed", "hung up", "protocol error", "refused", "cut by the kill")
+        if outcome
+        not in (
+            "completed",
+            "hung up",
+            "protocol error",
+            "refused",
+            "cut by the kill",
+            "ended as killed",
+        )
     )
     # Uploads: a 5xx, or a connection error that the kill does not explain.
     failures += sum(
