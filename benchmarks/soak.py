@@ -13,11 +13,14 @@ at the same time:
   malformed (a misaligned frame mid-call, a start that is not JSON) or cut off (the
   client hangs up without stop).
 
-While jobs are queued and running and streams are mid-call, the server gets SIGKILL and
-is started again on the same data folder and database; streams go on and the rest of the
-uploads follow. Uploads the kill interrupted are sent once more, as a phone system
-would. When every job has finished (or at the time bound) the server is stopped and the
-database and the audio folder are audited:
+A third of the uploads go at the start; the next third follow in a burst behind one ten
+times longer call, beside one upload that trickles in slowly. While jobs are queued and
+running, streams are mid-call and the slow upload is mid-request (or after 40 % of
+--minutes at the latest), the server gets SIGKILL and is started again on the same data
+folder and database; streams go on and the last third of the uploads follow. Uploads the
+kill interrupted are sent once more, as a phone system would. When every job has finished
+(or at the time bound) the server is stopped and the database and the audio folder are
+audited:
 
 - lost = accepted uploads (a 202, or a job row whose answer the kill swallowed) that are
   neither analysed (job done, call stored) nor failed with a reason, nor still queued
@@ -476,9 +479,13 @@ async def soak(arguments: argparse.Namespace, server: Server) -> tuple[Run, dict
     first = asyncio.create_task(uploads(run, server.port, calls[:third], concurrency))
     burst_start = asyncio.Event()
 
+    # The burst opens with a ten times longer call: its analysis takes seconds even on a
+    # fast machine, a window in which the kill finds it running and the others queued.
+    long_call = ("call", build_call(10 * arguments.call_seconds, seed=arguments.uploads + 1))
+
     async def burst_uploads() -> None:
         await burst_start.wait()
-        await uploads(run, server.port, calls[third : 2 * third], concurrency)
+        await uploads(run, server.port, [long_call, *calls[third : 2 * third]], concurrency)
 
     burst = asyncio.create_task(burst_uploads())
     kill_by = began + arguments.minutes * 60 * 0.4
