@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 CALLS_SUBDIR = "calls"
 INCOMING_SUBDIR = "incoming"
+#: Recordings of live streams (written by routes/stream.py while the call goes on).
+LIVE_SUBDIR = "live"
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
 
 
@@ -194,17 +196,22 @@ class JobRunner:
                     self._submit(job.id)
 
     def _remove_stray_files(self) -> None:
-        """Delete what a killed server left half-done: uploads cut off mid-request, and
-        kept recordings whose job row was never committed."""
+        """Delete what a killed server left half-done: uploads cut off mid-request, kept
+        recordings whose job row was never committed, and recordings of live streams cut
+        off by the kill (their call is stored only when the stream ends).
+
+        Runs before the server accepts connections, so no stream is writing right now.
+        """
         for partial in (self.audio_dir / INCOMING_SUBDIR).glob(".upload-*"):
             partial.unlink(missing_ok=True)
         with self.session_factory() as session:
             referenced = referenced_audio_paths(session)
-        for kept in (self.audio_dir / CALLS_SUBDIR).glob("*"):
-            relative = kept.relative_to(self.audio_dir).as_posix()
-            if kept.is_file() and relative not in referenced:
-                logger.warning("removing %s: no call or job refers to it", kept)
-                kept.unlink(missing_ok=True)
+        for subdir in (CALLS_SUBDIR, LIVE_SUBDIR):
+            for kept in (self.audio_dir / subdir).glob("*"):
+                relative = kept.relative_to(self.audio_dir).as_posix()
+                if kept.is_file() and relative not in referenced:
+                    logger.warning("removing %s: no call or job refers to it", kept)
+                    kept.unlink(missing_ok=True)
 
     def shutdown(self) -> None:
         """Stop taking work; a running analysis finishes, queued jobs wait for the next start."""

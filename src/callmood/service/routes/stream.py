@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from callmood.errors import CallmoodError
 from callmood.service import deps
+from callmood.service.jobs import LIVE_SUBDIR
 from callmood.service.schemas import refuse_nul
 from callmood.store import new_id, normalise_tags
 
@@ -56,7 +57,7 @@ CLOSE_NORMAL = 1000
 LIVE_TAG = "live"
 PARTIAL_TAG = "partial"
 #: Folder under the settings' audio_dir for the recordings of live streams.
-RECORDINGS_SUBDIR = "live"
+RECORDINGS_SUBDIR = LIVE_SUBDIR
 
 
 class StreamProtocolError(CallmoodError):
