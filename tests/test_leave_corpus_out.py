@@ -56,3 +56,5 @@ def test_a_short_run_lands_above_chance_on_each_left_out_corpus(loco_report):
         assert tested == {name.split(" -> ")[1]}
         # Two classes: chance is 50 % UA.
         assert fold["metrics"]["unweighted_average_recall"] > 0.6, name
+        # The same test clips as calls of their speakers, through the running normaliser.
+        assert fold["call_metrics"]["num_examples"] == fold["num_test"]

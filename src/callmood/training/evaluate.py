@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from callmood.errors import CallmoodError
-from callmood.normalization import CallerPrior
+from callmood.normalization import CallerNormalizer, CallerPrior
 from callmood.training.config import TrainingConfig
 from callmood.training.data import ClipSet, build_clip_set, load_rows, map_labels
 from callmood.training.folds import (
@@ -26,7 +26,7 @@ from callmood.training.folds import (
     leave_one_group_out,
     validation_split,
 )
-from callmood.training.loop import clip_logits, train_model
+from callmood.training.loop import clip_logits, predict_clips, train_model
 from callmood.training.metrics import (
     ClassificationMetrics,
     FoldSummary,
@@ -80,6 +80,28 @@ def predict_test_clips(
     return metrics, predictions
 
 
+def call_metrics(
+    model: torch.nn.Module, clips: ClipSet, indices: np.ndarray, caller_prior: CallerPrior
+) -> ClassificationMetrics:
+    """Metrics of clips `indices` when each test speaker's clips form one call.
+
+    Each speaker's clips, in the order of their ids, go through one running
+    :class:`CallerNormalizer`, as `callmood analyze` would normalise a call in which that
+    speaker says them one after another: every clip is judged against the speaker's
+    earlier clips and itself, never a later one (causal, no labels used).
+    """
+    indices = np.asarray(indices)
+    speakers = np.array([clips.rows[i].speaker for i in indices], dtype=object)
+    order = sorted(range(len(indices)), key=lambda k: (speakers[k], clips.rows[indices[k]].id))
+    normalizers: dict[str, CallerNormalizer] = {}
+    features: list[torch.Tensor | None] = [None] * len(indices)
+    for k in order:
+        normalizer = normalizers.setdefault(speakers[k], CallerNormalizer(caller_prior))
+        features[k] = torch.from_numpy(normalizer.normalize(clips.features[indices[k]].numpy()))
+    logits = predict_clips(model, features)
+    return classification_metrics(clips.targets[indices], logits.argmax(1), clips.classes)
+
+
 @dataclass
 class FoldOutcome:
     """One fold: what was tested, how training went, the test metrics."""
@@ -94,6 +116,8 @@ class FoldOutcome:
     metrics: ClassificationMetrics
     # One per test clip, in test order (written to predictions.csv, not to report.json).
     predictions: list[ClipPrediction] = field(default_factory=list)
+    # A caller-normalised model: the test speakers' clips as calls (call_metrics).
+    call_metrics: ClassificationMetrics | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -105,6 +129,11 @@ class FoldOutcome:
             "epochs_run": self.epochs_run,
             "best_epoch": self.best_epoch,
             "metrics": self.metrics.to_dict(),
+            **(
+                {"call_metrics": self.call_metrics.to_dict()}
+                if self.call_metrics is not None
+                else {}
+            ),
         }
 
 
@@ -214,6 +243,11 @@ def run_folds(
             best_epoch=result.best_epoch + 1,
             metrics=metrics,
             predictions=predictions,
+            call_metrics=(
+                call_metrics(result.model, clips, fold.test_indices, result.caller_prior)
+                if result.caller_prior is not None
+                else None
+            ),
         )
         outcomes.append(outcome)
         if on_fold is not None:

@@ -77,6 +77,28 @@ def render_markdown(result: EvaluationResult) -> str:
             f"| {_percent(fold.metrics.unweighted_average_recall)} "
             f"| {_percent(fold.metrics.weighted_accuracy)} |"
         )
+    as_calls = [fold.call_metrics for fold in result.folds if fold.call_metrics is not None]
+    if len(as_calls) == len(result.folds) and as_calls:
+        ua = [m.unweighted_average_recall for m in as_calls]
+        wa = [m.weighted_accuracy for m in as_calls]
+        lines += [
+            "",
+            "## As calls (caller normalisation over each test speaker's clips)",
+            "",
+            "Each test speaker's clips in id order as one call through one running caller "
+            "normaliser, as `callmood analyze` would normalise them (only earlier clips and "
+            "the clip itself are used). The tables above judge every clip as the first "
+            "window of a call of its own.",
+            "",
+            "| fold | UA (%) | WA (%) |",
+            "|---|---|---|",
+        ]
+        for fold, metrics in zip(result.folds, as_calls, strict=True):
+            lines.append(
+                f"| {fold.name} | {_percent(metrics.unweighted_average_recall)} "
+                f"| {_percent(metrics.weighted_accuracy)} |"
+            )
+        lines.append(f"| mean | {_percent(float(np.mean(ua)))} | {_percent(float(np.mean(wa)))} |")
     ensemble = result.details.get("ensemble")
     if ensemble:
         lines += [
