@@ -298,6 +298,34 @@ def evaluate_cross_validation(
     )
 
 
+def _classes_by_corpus(config: TrainingConfig) -> dict[str, set[str]]:
+    """The classes of the label set that each corpus of the config has clips of."""
+    rows, labels = map_labels(load_rows(config), config.label_set)
+    present: dict[str, set[str]] = {}
+    for row, label in zip(rows, labels, strict=True):
+        present.setdefault(row.corpus, set()).add(label)
+    return present
+
+
+def _corpus_result(
+    config: TrainingConfig,
+    protocol: str,
+    description: str,
+    clips: ClipSet,
+    outcomes: list[FoldOutcome],
+    started: float,
+) -> EvaluationResult:
+    return EvaluationResult(
+        protocol=protocol,
+        description=description,
+        classes=clips.classes,
+        folds=outcomes,
+        summary=summarize_folds([o.metrics for o in outcomes]),
+        seconds=time.perf_counter() - started,
+        details={"config": config.model_dump(mode="json"), "num_clips": len(clips)},
+    )
+
+
 def evaluate_cross_corpus(
     config: TrainingConfig,
     train_corpus: str,
@@ -311,10 +339,7 @@ def evaluate_cross_corpus(
     Only the classes of the label set present in both corpora are used.
     """
     started = time.perf_counter()
-    rows, labels = map_labels(load_rows(config), config.label_set)
-    present: dict[str, set[str]] = {}
-    for row, label in zip(rows, labels, strict=True):
-        present.setdefault(row.corpus, set()).add(label)
+    present = _classes_by_corpus(config)
     for corpus in (train_corpus, test_corpus):
         if corpus not in present:
             found = ", ".join(sorted(present)) or "none"
@@ -342,18 +367,11 @@ def evaluate_cross_corpus(
         test_groups=tuple(sorted({str(g) for g in clips.groups[corpus_of == test_corpus]})),
     )
     outcomes = run_folds(config, clips, [fold], on_fold=on_fold)
-    return EvaluationResult(
-        protocol="cross-corpus",
-        description=(
-            f"cross-corpus: trained on all of {train_corpus}, tested on all of {test_corpus}, "
-            f"over the {len(shared)} shared classes of {config.label_set}"
-        ),
-        classes=shared,
-        folds=outcomes,
-        summary=summarize_folds([o.metrics for o in outcomes]),
-        seconds=time.perf_counter() - started,
-        details={"config": config.model_dump(mode="json"), "num_clips": len(clips)},
+    description = (
+        f"cross-corpus: trained on all of {train_corpus}, tested on all of {test_corpus}, "
+        f"over the {len(shared)} shared classes of {config.label_set}"
     )
+    return _corpus_result(config, "cross-corpus", description, clips, outcomes, started)
 
 
 def evaluate_leave_corpus_out(
@@ -369,10 +387,7 @@ def evaluate_leave_corpus_out(
     best epoch) come from the training corpora only, never from the corpus left out.
     """
     started = time.perf_counter()
-    rows, labels = map_labels(load_rows(config), config.label_set)
-    present: dict[str, set[str]] = {}
-    for row, label in zip(rows, labels, strict=True):
-        present.setdefault(row.corpus, set()).add(label)
+    present = _classes_by_corpus(config)
     if len(present) < 2:
         found = ", ".join(sorted(present)) or "none"
         raise EvaluationError(f"leave-corpus-out needs at least 2 corpora, found: {found}")
@@ -385,19 +400,12 @@ def evaluate_leave_corpus_out(
     clips = prepare_clip_set(config, classes=shared, progress=progress)
     folds = leave_one_corpus_out(clips.groups, clips.corpora)
     outcomes = run_folds(config, clips, folds, on_fold=on_fold)
-    return EvaluationResult(
-        protocol="leave-corpus-out",
-        description=(
-            f"leave-one-corpus-out over {', '.join(sorted(present))}: each corpus tested whole "
-            f"by a model trained on the others, over the {len(shared)} classes of "
-            f"{config.label_set} they share; validation speakers from the training corpora only"
-        ),
-        classes=shared,
-        folds=outcomes,
-        summary=summarize_folds([o.metrics for o in outcomes]),
-        seconds=time.perf_counter() - started,
-        details={"config": config.model_dump(mode="json"), "num_clips": len(clips)},
+    description = (
+        f"leave-one-corpus-out over {', '.join(sorted(present))}: each corpus tested whole "
+        f"by a model trained on the others, over the {len(shared)} classes of "
+        f"{config.label_set} they share; validation speakers from the training corpora only"
     )
+    return _corpus_result(config, "leave-corpus-out", description, clips, outcomes, started)
 
 
 def evaluate_saved_model(
