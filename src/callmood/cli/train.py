@@ -105,7 +105,8 @@ def evaluate_command(
         help="loso = leave one group out (EmoDB: 10 speakers, IEMOCAP: 5 sessions); "
         "kfold = speaker-grouped k-fold (--folds); cross-corpus = train on --train-corpus, "
         "test on --test-corpus; leave-corpus-out = for each corpus of the config, train on "
-        "the others and test on it (4 shared classes: unseen speakers on unseen channels). "
+        "the others and test on it, over the classes they share (unseen speakers on unseen "
+        "channels). "
         "Ignored with --model.",
     ),
     folds: int = typer.Option(
