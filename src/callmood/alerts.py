@@ -141,6 +141,8 @@ class RuleSet(BaseModel):
             data = yaml.safe_load(text)
         except yaml.YAMLError as error:
             raise RulesError(f"rules file {path} is not valid YAML: {error}") from None
+        except RecursionError:
+            raise RulesError(f"rules file {path}: the YAML is nested too deeply") from None
         return cls.from_dict(data, source=str(path))
 
 

@@ -47,6 +47,12 @@ _OGG_TAIL_BYTES = 2 * 65536
 _SNIFF_BYTES = 64
 # libsndfile's frame count for a stream whose length it cannot tell (SF_COUNT_MAX).
 _UNKNOWN_FRAMES = 2**62
+# Sample rates a recording can have, Hz. Outside them a header is damaged or hostile: a
+# claim of 1 Hz would be resampled 16000-fold (a 3 MB file to 100 GB of samples).
+SOURCE_SAMPLE_RATES = (1000, 768_000)
+# The largest array a whole-file read allocates at once; a header claiming more (FLAC
+# may declare 2**36 frames in a few bytes) is read block by block, as far as it goes.
+_MAX_SINGLE_READ_BYTES = 2**30
 # Subtypes libsndfile decodes from integers (PCM, companded, ADPCM, lossless) and turns
 # into float by scaling with 1/2**(bits - 1): never NaN or infinite, never beyond [-1, 1].
 # Lossy float decoders (Vorbis, Opus, MPEG) and float files are not in the list.
@@ -401,6 +407,9 @@ class _SoundfileDecoder:
             # libsndfile calls some codecs (GSM 6.10) unseekable: read them piece by piece.
             parts = list(self.blocks(65536))
             return np.concatenate(parts) if parts else np.zeros((0, self.channels), np.float32)
+        if self.file.frames * self.channels * 4 > _MAX_SINGLE_READ_BYTES:
+            parts = list(self.blocks(1 << 20))
+            return np.concatenate(parts) if parts else np.zeros((0, self.channels), np.float32)
         try:
             return self.file.read(dtype="float32", always_2d=True)
         except (soundfile.LibsndfileError, RuntimeError, ValueError) as error:
@@ -451,6 +460,12 @@ class _FFmpegDecoder:
             )
         self.stream = container.streams.audio[0]
         context = self.stream.codec_context
+        if context is None:
+            container.close()
+            raise NotAudioError(
+                f"{source.name}: not an audio file we can decode: FFmpeg has no decoder for "
+                f"its audio stream"
+            )
         self.sample_rate = int(context.sample_rate or 0)
         self.channels = int(context.channels or 0)
         if self.sample_rate <= 0 or self.channels <= 0:
@@ -564,7 +579,7 @@ def _open_decoder(source: _Source) -> _SoundfileDecoder | _FFmpegDecoder:
         # frames at a time, and reports "unknown" lengths as 2**63 - 1 frames: let FFmpeg
         # decode both.
         if sound_file.subtype != "OPUS" and sound_file.frames < _UNKNOWN_FRAMES:
-            return _SoundfileDecoder(source, sound_file)
+            return _checked_rate(_SoundfileDecoder(source, sound_file))
         first_error = RuntimeError(f"{sound_file.subtype} is left to FFmpeg")
         sound_file.close()
     try:
@@ -572,7 +587,20 @@ def _open_decoder(source: _Source) -> _SoundfileDecoder | _FFmpegDecoder:
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as ffmpeg_error:
         detail = f"libsndfile: {_error_text(first_error)}; FFmpeg: {_error_text(ffmpeg_error)}"
         raise _not_audio(source, detail) from ffmpeg_error
-    return _FFmpegDecoder(source, container)
+    return _checked_rate(_FFmpegDecoder(source, container))
+
+
+def _checked_rate(
+    decoder: _SoundfileDecoder | _FFmpegDecoder,
+) -> _SoundfileDecoder | _FFmpegDecoder:
+    low, high = SOURCE_SAMPLE_RATES
+    if not low <= decoder.sample_rate <= high:
+        decoder.close()
+        raise CorruptAudioError(
+            f"{decoder.source.name}: the header declares a sample rate of "
+            f"{decoder.sample_rate} Hz; audio has {low}..{high} Hz"
+        )
+    return decoder
 
 
 # ------------------------------------------------------------------------ entry points

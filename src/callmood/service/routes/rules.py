@@ -57,5 +57,7 @@ async def put_rules(request: Request) -> RuleSet:
         data = yaml.safe_load(body) if media_type in YAML_MEDIA_TYPES else json.loads(body)
     except (ValueError, yaml.YAMLError) as error:
         raise RulesError(f"rules document: cannot parse the body ({error})") from None
+    except RecursionError:
+        raise RulesError("rules document: cannot parse the body (nested too deeply)") from None
     rules = RuleSet.from_dict(data, source="rules document")
     return request.app.state.rules.replace(rules)

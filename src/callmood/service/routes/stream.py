@@ -154,6 +154,11 @@ def _parse_json(text: str) -> dict[str, Any]:
         message = json.loads(text)
     except json.JSONDecodeError as error:
         raise StreamProtocolError(f"message is not valid JSON ({error.msg})") from None
+    except (RecursionError, ValueError) as error:
+        # Well-formed JSON the parser still refuses: nested too deeply, or an integer
+        # longer than Python converts (4300 digits).
+        problem = "nested too deeply" if isinstance(error, RecursionError) else "a number too long"
+        raise StreamProtocolError(f"message cannot be read as JSON ({problem})") from None
     if not isinstance(message, dict):
         raise StreamProtocolError("message must be a JSON object with a 'type'")
     return message

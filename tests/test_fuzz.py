@@ -1,0 +1,229 @@
+"""Property tests of every parser that takes outside bytes (audio files, the live stream,
+manifests, alert rules, training configs, uploads), directly and through the real app.
+
+A short, derandomised run of the targets in fuzz_targets.py; scripts/fuzz.py runs the same
+properties for hours. Inputs that once broke a parser are kept below as regression tests.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+
+import numpy as np
+import pytest
+import soundfile
+from fuzz_targets import (
+    TARGETS,
+    UPLOAD_LIMIT_BYTES,
+    StreamInput,
+    UploadInput,
+    check_audio,
+    check_config,
+    check_rules,
+    check_stream,
+    service_client,
+)
+from hypothesis import given, settings
+
+# Examples per target in `make test`: about 30 s in all on a loaded 2-core machine.
+EXAMPLES = {
+    "audio": 150,
+    "stream": 300,
+    "stream-app": 25,
+    "manifest": 200,
+    "rules": 200,
+    "config": 200,
+    "upload": 200,
+    "upload-app": 25,
+}
+
+
+def _property_test(name: str):
+    target = TARGETS[name]
+
+    @settings(settings.get_profile("fuzz-test"), max_examples=EXAMPLES[name])
+    @given(value=target.inputs())
+    def test(value):
+        target.check(value)
+
+    return test
+
+
+test_audio_decoding_never_crashes = _property_test("audio")
+test_stream_parsing_never_crashes = _property_test("stream")
+test_manifest_reading_never_crashes = _property_test("manifest")
+test_rules_reading_never_crashes = _property_test("rules")
+test_training_config_reading_never_crashes = _property_test("config")
+test_upload_reading_never_crashes = _property_test("upload")
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    with service_client(tmp_path_factory.mktemp("fuzz-service")) as test_client:
+        yield test_client
+
+
+def _app_property_test(name: str):
+    target = TARGETS[name]
+
+    def test(client):
+        @settings(settings.get_profile("fuzz-test"), max_examples=EXAMPLES[name])
+        @given(value=target.inputs())
+        def run(value):
+            target.check(client, value)
+
+        run()
+
+    return test
+
+
+test_stream_route_answers_every_input_with_a_protocol_close = _app_property_test("stream-app")
+test_upload_route_answers_every_input_with_a_4xx_or_202 = _app_property_test("upload-app")
+
+
+# ------------------------------------------------------- inputs that once broke a parser
+
+
+def _wav(*, sample_rate: int = 16000, bits: int = 16, frames: int = 1600) -> bytes:
+    """A mono PCM WAV whose header fields may lie (bits 0, absurd rates)."""
+    block = max(1, bits // 8)
+    fmt = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * block, block, bits)
+    data = b"\x00\x01" * frames
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def _flac_claiming_frames(total: int) -> bytes:
+    """A real 0.1 s FLAC whose STREAMINFO claims `total` frames (36 bits)."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.zeros(1600, np.float32), 16000, format="FLAC")
+    data = bytearray(buffer.getvalue())
+    fields = int.from_bytes(data[18:26], "big") & ~(2**36 - 1) | total
+    data[18:26] = fields.to_bytes(8, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "named"),
+    [
+        # PyAV opened it with no codec context: AttributeError on None.
+        (_wav(bits=0), "NotAudioError", "no decoder"),
+        # load_audio allocated the claimed 256 GiB at once: MemoryError.
+        (_flac_claiming_frames(2**36 - 1), "CorruptAudioError", "damaged or truncated"),
+        # 1 Hz would be resampled 16000-fold (3 MB to 100 GB of samples): MemoryError.
+        (_wav(sample_rate=1), "CorruptAudioError", "sample rate of 1 Hz"),
+        (_wav(sample_rate=2**31 - 1), "CorruptAudioError", "2147483647 Hz"),
+    ],
+    ids=["bits-0", "flac-claims-2**36-frames", "rate-1-hz", "rate-2**31-hz"],
+)
+def test_hostile_audio_headers_are_refused_as_audio_errors(data, error, named):
+    from callmood.audio import AudioError, load_audio
+
+    with pytest.raises(AudioError) as refused:
+        load_audio(data)
+    assert type(refused.value).__name__ == error
+    assert named in str(refused.value)
+    check_audio(data)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[" * 100_000, "nested too deeply"),  # RecursionError
+        ('{"type": "start", "sample_rate": ' + "1" * 5000 + "}", "a number too long"),  # ValueError
+    ],
+    ids=["nested", "5000-digits"],
+)
+def test_json_the_parser_refuses_is_a_protocol_error(text, named):
+    from callmood.service.routes.stream import StreamProtocolError, parse_start
+
+    with pytest.raises(StreamProtocolError, match=named):
+        parse_start(text)
+    check_stream(StreamInput(first=text, messages=(), stop=True))
+    check_stream(
+        StreamInput(
+            first=json.dumps({"type": "start", "sample_rate": 16000, "encoding": "pcm16"}),
+            messages=(text,),
+            stop=True,
+        )
+    )
+
+
+def test_stream_route_closes_1008_on_json_it_cannot_read(client):
+    # These closed with 1011 "internal error" before.
+    for text in ("[" * 100_000, '{"type": "start", "n": ' + "1" * 5000 + "}"):
+        TARGETS["stream-app"].check(client, StreamInput(first=text, messages=(), stop=True))
+
+
+@pytest.mark.parametrize(
+    ("document", "named"),
+    [(b"[" * 5000, "nested too deeply"), (b"- " * 5000 + b"x", "nested too deeply")],
+    ids=["flow", "block"],
+)
+def test_deeply_nested_yaml_is_a_rules_and_config_error(tmp_path, document, named):
+    from callmood.alerts import RulesError, RuleSet
+    from callmood.training.config import TrainingConfigError, load_training_config
+
+    path = tmp_path / "deep.yaml"
+    path.write_bytes(document)
+    with pytest.raises(RulesError, match=named):
+        RuleSet.from_yaml(path)
+    with pytest.raises(TrainingConfigError, match=named):
+        load_training_config(path)
+    check_rules(document)
+    check_config(document)
+
+
+def test_rules_route_refuses_deeply_nested_json_with_422(client):
+    response = client.put(
+        "/api/rules",
+        content=b"[" * 100_000,
+        headers={
+            "Authorization": "Bearer fuzz-token-0123456789",
+            "content-type": "application/json",
+        },
+    )
+    assert response.status_code == 422
+    assert "nested too deeply" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "named"),
+    [
+        ("a\x00b", "embedded null byte"),  # ValueError from Path.resolve
+        ("~no-such-user-here/x", "home directory"),  # RuntimeError from expanduser
+        ("p" * 5000, "manifest not found"),  # OSError (name too long) from is_file
+    ],
+    ids=["nul", "unknown-user", "too-long"],
+)
+def test_unusable_paths_in_a_training_config_are_config_errors(tmp_path, path, named):
+    from callmood.training.config import TrainingConfigError, load_training_config
+
+    config = tmp_path / "train.yaml"
+    config.write_text(json.dumps({"manifests": [path]}))
+    with pytest.raises(TrainingConfigError, match=named):
+        load_training_config(config)
+
+
+def test_manifest_audio_path_too_long_for_the_file_system_is_a_missing_file(tmp_path):
+    from callmood.manifest import COLUMNS, ManifestError, read_manifest
+
+    values = {column: "1" for column in COLUMNS}
+    values.update(label="angry", gender="", path="c" * 5000, language="en")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(",".join(COLUMNS) + "\n" + ",".join(values[c] for c in COLUMNS) + "\n")
+    with pytest.raises(ManifestError, match="not found"):  # OSError before
+        read_manifest(manifest)
+
+
+def test_oversized_upload_through_the_app_is_413_and_leaves_nothing(client):
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'
+        + b"\x00" * (UPLOAD_LIMIT_BYTES + 1)
+        + b"\r\n--b--\r\n"
+    )
+    upload = UploadInput(content_type="multipart/form-data; boundary=b", body=body, chunk_size=1)
+    TARGETS["upload-app"].check(client, upload)
