@@ -42,6 +42,8 @@ from callmood.service.routes.stream import (
     CLOSE_POLICY_VIOLATION,
     CLOSE_TOO_BIG,
     CLOSE_UNSUPPORTED_DATA,
+    MAX_CLOSE_REASON_BYTES,
+    MAX_FRAME_BYTES,
     SUPPORTED_SAMPLE_RATES,
     StreamDecoder,
     StreamProtocolError,
@@ -207,7 +209,9 @@ def _start_fields() -> st.SearchStrategy[dict[str, Any]]:
     )
     encodings = st.sampled_from(sorted(BYTES_PER_SAMPLE)) | st.sampled_from(["opus", "", None, 7])
     speakers = st.sampled_from(["customer", "agent", "caller", ""])
-    return st.fixed_dictionaries(
+    # Unknown keys, named in the error (and so in the close reason), in any script.
+    extra = st.dictionaries(st.text(max_size=80), _JSON_VALUES, max_size=2)
+    known = st.fixed_dictionaries(
         {"type": st.sampled_from(["start", "start", "stop", "START", None])},
         optional={
             "sample_rate": rates,
@@ -220,6 +224,7 @@ def _start_fields() -> st.SearchStrategy[dict[str, Any]]:
             "volume": _JSON_VALUES,
         },
     )
+    return st.tuples(extra, known).map(lambda parts: {**parts[0], **parts[1]})
 
 
 def _json_text(values: st.SearchStrategy[Any]) -> st.SearchStrategy[str]:
@@ -241,7 +246,8 @@ _TEXT_MESSAGES = st.one_of(
 def _frame(draw: st.DrawFn) -> bytes:
     # Mostly audio-like lengths (whole sample frames or one byte off), some anything.
     frames = draw(st.integers(0, 2000))
-    size = draw(st.sampled_from([frames * 2, frames * 4, frames, frames * 2 + 1, frames * 4 + 2]))
+    sizes = [frames * 2, frames * 4, frames, frames * 2 + 1, frames * 4 + 2]
+    size = draw(st.sampled_from([*sizes * 4, MAX_FRAME_BYTES + 1]))
     return (
         draw(st.binary(min_size=size, max_size=size))
         if size <= 64
@@ -616,6 +622,8 @@ def check_stream_app(client: Any, message: StreamInput) -> None:
     assert code in CLIENT_CLOSE_CODES, code
     if code != 1000:
         assert reason and kinds[-1] == "error", (code, reason, kinds)
+        # A longer reason does not fit a close frame: a real server drops the connection.
+        assert len(reason.encode("utf-8")) <= MAX_CLOSE_REASON_BYTES, reason
     else:
         assert kinds[-1] == "summary", kinds
 

@@ -16,6 +16,7 @@ import pytest
 import soundfile
 from fuzz_targets import (
     TARGETS,
+    TOKEN,
     UPLOAD_LIMIT_BYTES,
     StreamInput,
     UploadInput,
@@ -227,3 +228,33 @@ def test_oversized_upload_through_the_app_is_413_and_leaves_nothing(client):
     )
     upload = UploadInput(content_type="multipart/form-data; boundary=b", body=body, chunk_size=1)
     TARGETS["upload-app"].check(client, upload)
+
+
+def test_close_reason_fits_a_close_frame_on_a_real_server(tmp_path):
+    # 100 accented characters in an unknown key: the reason was 240 bytes, and uvicorn
+    # dropped the connection without a close frame (the client saw 1006, no reason).
+    import asyncio
+
+    import websockets
+    from service_support import serving
+
+    from callmood.service.app import create_app
+    from callmood.settings import load_settings
+
+    start = {"type": "start", "sample_rate": 16000, "encoding": "pcm16", "é" * 100: 1}
+    app = create_app(load_settings(data_dir=tmp_path, auth_token=TOKEN, workers=1))
+
+    async def close_frame(port: int):
+        url = f"ws://127.0.0.1:{port}/api/stream?token={TOKEN}"
+        async with websockets.connect(url) as websocket:
+            await websocket.send(json.dumps(start, ensure_ascii=False))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await websocket.recv()
+        return closed.value.rcvd
+
+    with serving(app) as port:
+        frame = asyncio.run(close_frame(port))
+    assert frame is not None and frame.code == 1008
+    assert frame.reason.startswith("invalid start message: éé")
+    assert len(frame.reason.encode("utf-8")) <= 123

@@ -50,6 +50,8 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_SERVER_ERROR = 1011
 CLOSE_NORMAL = 1000
+#: Longest close reason, UTF-8 bytes: a close frame carries 125 bytes, 2 of them the code.
+MAX_CLOSE_REASON_BYTES = 123
 
 #: Tags of stored live calls; `partial` marks a stream that ended without a stop message.
 LIVE_TAG = "live"
@@ -432,7 +434,16 @@ async def _send_error(websocket: WebSocket, error: StreamProtocolError) -> None:
     with contextlib.suppress(Exception):
         await websocket.send_text(json.dumps({"type": "error", "message": str(error)}))
     with contextlib.suppress(Exception):
-        await websocket.close(code=error.close_code, reason=str(error)[:120])
+        await websocket.close(code=error.close_code, reason=close_reason(str(error)))
+
+
+def close_reason(message: str) -> str:
+    """The message cut to fit a close frame: at most 123 bytes of UTF-8 (RFC 6455 5.5).
+
+    A longer reason (120 accented characters are 240 bytes) makes the server drop the
+    connection without any close frame, so the client would see neither code nor reason.
+    """
+    return message.encode("utf-8", "replace")[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
 
 
 @router.websocket("/api/stream")
