@@ -185,7 +185,9 @@ def request_from_chunks(chunks: list[bytes], *, disconnect_after: bool = False, 
         "method": "POST",
         "path": "/api/calls",
         "headers": [
-            (key.encode(), value.encode()) for key, value in (headers or default_headers).items()
+            # ASGI headers are bytes; Starlette reads them as latin-1, as HTTP sends them.
+            (key.encode("latin-1"), value.encode("latin-1"))
+            for key, value in (headers or default_headers).items()
         ],
     }
     return Request(scope, receive), received

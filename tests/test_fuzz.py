@@ -24,6 +24,7 @@ from fuzz_targets import (
     check_config,
     check_rules,
     check_stream,
+    check_upload,
     service_client,
 )
 from hypothesis import given, settings
@@ -258,3 +259,32 @@ def test_close_reason_fits_a_close_frame_on_a_real_server(tmp_path):
     assert frame is not None and frame.code == 1008
     assert frame.reason.startswith("invalid start message: éé")
     assert len(frame.reason.encode("utf-8")) <= 123
+
+
+def test_content_length_of_a_non_ascii_digit_is_not_a_crash(tmp_path):
+    # "²" is a digit to str.isdigit but not to int(): ValueError (a 500) before.
+    check_upload(
+        UploadInput(
+            content_type="multipart/form-data; boundary=b",
+            body=b'--b\r\nContent-Disposition: form-data; name="file"\r\n\r\nx\r\n--b--\r\n',
+            chunk_size=7,
+            content_length="\N{SUPERSCRIPT TWO}",
+        )
+    )
+
+
+def test_cookie_stream_from_an_unreadable_origin_is_refused_1008(client):
+    # urlsplit("http://[") raises ValueError: the stream closed 1011 before.
+    from starlette.websockets import WebSocketDisconnect
+
+    assert client.post("/api/auth/login", json={"token": TOKEN}).status_code == 200
+    try:
+        with client.websocket_connect("/api/stream", headers={"origin": "http://["}) as ws:
+            assert ws.receive_json()["type"] == "error"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+    finally:
+        client.post("/api/auth/logout")
+        client.cookies.clear()
+    assert closed.value.code == 1008
+    assert "only accepted from this server's pages" in closed.value.reason

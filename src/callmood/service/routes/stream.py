@@ -526,11 +526,19 @@ def _check_authorised(websocket: WebSocket) -> None:
     has_token = deps.token_matches(
         websocket.query_params.get("token"), websocket.app.state.api_token
     ) or websocket.headers.get("authorization", "").lower().startswith("bearer ")
-    if not has_token and urlsplit(origin).netloc != websocket.headers.get("host"):
+    if not has_token and _host_of(origin) != websocket.headers.get("host"):
         raise StreamProtocolError(
             f"not authorised: a login cookie is only accepted from this server's pages, "
             f"not from {origin}; pass the API token as ?token=..."
         )
+
+
+def _host_of(origin: str) -> str | None:
+    # An Origin urlsplit cannot read ("http://[") is no page of this server.
+    try:
+        return urlsplit(origin).netloc
+    except ValueError:
+        return None
 
 
 async def _receive_start(websocket: WebSocket) -> StreamStart:
