@@ -36,6 +36,7 @@ from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 # Examples per hypothesis run: the time budget is checked between runs.
 CHUNK_EXAMPLES = 500
 INPUTS_KEPT_PER_SITE = 3
+PROGRESS_SECONDS = 60.0
 
 
 class Hang(Exception):
@@ -101,8 +102,16 @@ def run_target(
             signal.setitimer(signal.ITIMER_REAL, 0)
             faulthandler.cancel_dump_traceback_later()
 
+    started = last_report = time.monotonic()
     try:
         while time.monotonic() < deadline and campaign.executions < max_examples:
+            if time.monotonic() - last_report >= PROGRESS_SECONDS:
+                last_report = time.monotonic()
+                print(
+                    f"  {target.name}: {campaign.executions} executions, "
+                    f"{last_report - started:.0f} s, {campaign.findings} findings",
+                    flush=True,
+                )
             chunk = min(CHUNK_EXAMPLES, max_examples - campaign.executions)
             run = settings(
                 max_examples=chunk,
