@@ -151,6 +151,8 @@ def audio_inputs() -> st.SearchStrategy[bytes]:
     seeds = st.sampled_from(audio_seeds())
     return st.one_of(
         st.binary(max_size=512),
+        seeds,
+        mutated(seeds, max_mutations=1),
         mutated(seeds),
         mutated(seeds, max_mutations=12),
     )
@@ -227,6 +229,24 @@ def _start_fields() -> st.SearchStrategy[dict[str, Any]]:
     return st.tuples(extra, known).map(lambda parts: {**parts[0], **parts[1]})
 
 
+def _valid_start() -> st.SearchStrategy[dict[str, Any]]:
+    """Start messages the server accepts, so that the frames after them get decoded."""
+    return st.fixed_dictionaries(
+        {
+            "type": st.just("start"),
+            "sample_rate": st.sampled_from(SUPPORTED_SAMPLE_RATES),
+            "encoding": st.sampled_from(sorted(BYTES_PER_SAMPLE)),
+        },
+        optional={
+            "channels": st.sampled_from(
+                [["customer"], ["customer", "agent"], ["agent", "customer"]]
+            ),
+            "smoothing_windows": st.sampled_from([1, 3, 9]),
+            "analyze_agent": st.booleans(),
+        },
+    )
+
+
 def _json_text(values: st.SearchStrategy[Any]) -> st.SearchStrategy[str]:
     return values.map(lambda value: json.dumps(value))
 
@@ -265,7 +285,12 @@ class StreamInput:
 
 
 def stream_inputs() -> st.SearchStrategy[StreamInput]:
-    first = st.one_of(_json_text(_start_fields()), _TEXT_MESSAGES, st.binary(max_size=64))
+    first = st.one_of(
+        _json_text(_valid_start()),
+        _json_text(_start_fields()),
+        _TEXT_MESSAGES,
+        st.binary(max_size=64),
+    )
     messages = st.lists(st.one_of(_frame(), _frame(), _TEXT_MESSAGES), max_size=6)
     return st.builds(StreamInput, first, messages.map(tuple), st.booleans())
 
@@ -305,6 +330,24 @@ _CELL_VALUES = st.one_of(
 )
 
 
+_GOOD_CELLS = {
+    "id": st.text(min_size=1, max_size=8),
+    "corpus": st.sampled_from(["ravdess", "emodb"]),
+    "path": st.sampled_from(["a.wav", "sub/b.flac", "/abs/c.wav", "../up.wav"]),
+    "speaker": st.sampled_from(["ravdess:1", "emodb:03"]),
+    "gender": st.sampled_from(["", "female", "male"]),
+    "group": st.sampled_from(["g1", "g2"]),
+    "label": st.sampled_from(EMOTIONS),
+    "original_label": st.sampled_from(["05", "W"]),
+    "valence": st.sampled_from(["", "2.5", "-0"]),
+    "arousal": st.sampled_from(["", "1", "5.0"]),
+    "dominance": st.sampled_from(["", "3"]),
+    "duration_seconds": st.sampled_from(["1.5", "0.001", "3600"]),
+    "sample_rate": st.sampled_from(["16000", "8000", " 44100 "]),
+    "language": st.sampled_from(["en", "de", "und"]),
+}
+
+
 @st.composite
 def _manifest_csv(draw: st.DrawFn) -> bytes:
     columns = list(COLUMNS)
@@ -319,8 +362,17 @@ def _manifest_csv(draw: st.DrawFn) -> bytes:
     writer = csv.writer(buffer)
     writer.writerow(header)
     for _ in range(draw(st.integers(0, 4))):
-        width = draw(st.sampled_from([len(header), len(header), len(header) + 1, 1]))
-        writer.writerow([draw(_CELL_VALUES) for _ in range(width)])
+        width = draw(st.sampled_from([len(header)] * 4 + [len(header) + 1, 1]))
+        # Right rows, rows with one bad cell, and rows of anything: a file of right rows
+        # parses, and one bad cell is then what is tested.
+        cells = [_GOOD_CELLS.get(column, _CELL_VALUES) for column in header]
+        cells += [_CELL_VALUES] * (width - len(cells))
+        mode = draw(st.sampled_from(["right", "right", "right", "one bad cell", "anything"]))
+        if mode == "anything":
+            cells = [st.one_of(cell, _CELL_VALUES) for cell in cells]
+        elif mode == "one bad cell" and cells:
+            cells[draw(st.integers(0, len(cells) - 1))] = _CELL_VALUES
+        writer.writerow([draw(cell) for cell in cells[:width]])
     return buffer.getvalue().encode("utf-8", "surrogatepass")
 
 
@@ -393,9 +445,44 @@ def _rule_dicts() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+def _valid_rule() -> st.SearchStrategy[dict[str, Any]]:
+    """Rules the validator accepts, with extreme but legal values (for the round trip)."""
+    positive = st.floats(min_value=1e-300, max_value=1e300) | st.integers(1, 10**6)
+    fraction = st.floats(min_value=0.0, max_value=1.0)
+    name = st.text(min_size=1, max_size=12)
+    common = {
+        "speaker": st.sampled_from(["customer", "agent", "any"]),
+        "severity": st.sampled_from(["info", "warning", "critical"]),
+        "cooldown_seconds": st.floats(min_value=0, max_value=1e300),
+        "message": st.none() | st.text(max_size=30),
+    }
+    emotion = st.sampled_from([*EMOTIONS, "negativity"])
+    kinds = {
+        "sustained": {"emotion": emotion, "threshold": fraction, "min_seconds": positive},
+        "frequency": {
+            "emotion": emotion,
+            "threshold": fraction,
+            "min_windows": st.integers(1, 10**9),
+            "within_seconds": positive,
+        },
+        "shift": {
+            "rise": st.floats(min_value=1e-9, max_value=1.0),
+            "part_seconds": positive,
+            "min_windows": st.integers(1, 100),
+        },
+        "loudness": {"peak_dbfs": st.floats(max_value=0.0, allow_infinity=False)},
+        "silence": {"min_seconds": positive},
+    }
+    return st.one_of(
+        st.fixed_dictionaries({"kind": st.just(kind), "name": name, **fields}, optional=common)
+        for kind, fields in kinds.items()
+    )
+
+
 def rules_inputs() -> st.SearchStrategy[bytes]:
     documents = st.one_of(
-        st.fixed_dictionaries({"rules": st.lists(_rule_dicts(), max_size=4)}),
+        st.fixed_dictionaries({"rules": st.lists(_valid_rule(), max_size=4)}),
+        st.fixed_dictionaries({"rules": st.lists(_valid_rule() | _rule_dicts(), max_size=4)}),
         st.lists(_rule_dicts(), max_size=3),
         _JSON_VALUES,
     )
@@ -464,8 +551,34 @@ def _config_dicts() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+def _valid_config() -> st.SearchStrategy[dict[str, Any]]:
+    """Configs the validator accepts, with feature settings that may or may not fit."""
+    return st.fixed_dictionaries(
+        {"manifests": st.just(["manifest.csv"])},
+        optional={
+            "label_set": st.sampled_from(["iemocap4", "ravdess8", "emodb7"]),
+            "features": st.fixed_dictionaries(
+                {},
+                optional={
+                    "kind": st.sampled_from(["mfcc", "logmel", "spectrogram"]),
+                    "n_mels": st.integers(-1, 300),
+                    "n_mfcc": st.integers(-1, 300),
+                    "sample_rate": st.sampled_from([8000, 16000, 0]),
+                    "fmax": st.none() | st.floats(allow_nan=True),
+                    "hop_seconds": st.floats(allow_nan=True, allow_infinity=True),
+                },
+            ),
+            "epochs": st.integers(1, 10**12),
+            "batch_size": st.integers(2, 512),
+            "crop_seconds": st.floats(min_value=1e-6, max_value=1e6),
+            "trim_silence_db": st.none() | st.floats(min_value=1e-3, max_value=200),
+            "num_threads": st.none() | st.integers(1, 64),
+        },
+    )
+
+
 def config_inputs() -> st.SearchStrategy[bytes]:
-    documents = _config_dicts() | _JSON_VALUES
+    documents = _valid_config() | _config_dicts() | _JSON_VALUES
     return st.one_of(
         _yaml_text(documents), mutated(_yaml_text(documents)), _TRICKY_YAML, st.binary(max_size=64)
     )

@@ -27,7 +27,15 @@ from fuzz_targets import (
 )
 from hypothesis import given, settings
 
-# Examples per target in `make test`: about 30 s in all on a loaded 2-core machine.
+# soundfile reading bytes: libsndfile asks its Python seek callback for offset -1 on some
+# damaged files; BytesIO refuses, and cffi reports and swallows that. The property still
+# holds (sane audio or an AudioError): the report is noise.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Exception ignored from cffi callback <function SoundFile._init_virtual_io"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
+
+# Examples per target in `make test`: about 45 s in all on a loaded 2-core machine.
 EXAMPLES = {
     "audio": 150,
     "stream": 300,
