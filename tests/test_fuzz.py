@@ -14,6 +14,7 @@ import struct
 import numpy as np
 import pytest
 import soundfile
+from conftest import require
 from fuzz_targets import (
     TARGETS,
     TOKEN,
@@ -69,6 +70,10 @@ test_upload_reading_never_crashes = _property_test("upload")
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
+    from callmood.inference import default_model_dir
+
+    # Valid start messages get a `ready`: the stream loads the model.
+    require((default_model_dir() / "model.json").is_file(), "no bundled model")
     with service_client(tmp_path_factory.mktemp("fuzz-service")) as test_client:
         yield test_client
 
