@@ -22,6 +22,7 @@ from fuzz_targets import (
     StreamInput,
     UploadInput,
     check_audio,
+    check_config,
     check_stream,
     check_upload,
     service_client,
@@ -297,3 +298,17 @@ def test_cookie_stream_from_an_unreadable_origin_is_refused_1008(client):
         client.cookies.clear()
     assert closed.value.code == 1008
     assert "only accepted from this server's pages" in closed.value.reason
+
+
+def test_hop_longer_than_any_number_of_samples_is_a_config_error(tmp_path):
+    # Found by scripts/fuzz.py config: 1e308 s times 16000 Hz is inf, and round() raised
+    # OverflowError out of TrainingConfig.feature_config().
+    from callmood.training.config import TrainingConfigError, load_training_config
+
+    document = b"features:\n  hop_seconds: 1.0170942553011735e+308\nmanifests:\n- manifest.csv\n"
+    path = tmp_path / "train.yaml"
+    path.write_bytes(document)
+    config = load_training_config(path, check_paths=False)
+    with pytest.raises(TrainingConfigError, match="must be finite"):
+        config.feature_config()
+    check_config(document)
