@@ -312,3 +312,25 @@ def test_hop_longer_than_any_number_of_samples_is_a_config_error(tmp_path):
     with pytest.raises(TrainingConfigError, match="must be finite"):
         config.feature_config()
     check_config(document)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [b'rules:\n- "\\U100667E1"\n', b"rules: " + b"1" * 5000 + b"\n"],
+    ids=["escape-past-U+10FFFF", "5000-digit-integer"],
+)
+def test_yaml_that_pyyaml_fails_on_with_valueerror_is_a_rules_and_config_error(tmp_path, document):
+    # Found by scripts/fuzz.py rules: PyYAML's scanner calls chr(0x100667E1) and raises
+    # ValueError, which escaped RuleSet.from_yaml.
+    from callmood.alerts import RulesError, RuleSet
+    from callmood.settings import SettingsError, load_settings
+    from callmood.training.config import TrainingConfigError, load_training_config
+
+    path = tmp_path / "document.yaml"
+    path.write_bytes(document)
+    with pytest.raises(RulesError, match="not valid YAML"):
+        RuleSet.from_yaml(path)
+    with pytest.raises(TrainingConfigError, match="not valid YAML"):
+        load_training_config(path)
+    with pytest.raises(SettingsError, match="invalid config file"):
+        load_settings(config_file=path)

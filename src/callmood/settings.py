@@ -231,8 +231,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
             values = values.get("callmood", values)
         else:
             values = yaml.safe_load(text) or {}
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, ValueError) as error:
+        # ValueError: PyYAML's for an escape past U+10FFFF or a 4300-digit integer.
         raise SettingsError(f"{path}: invalid config file: {error}") from None
+    except RecursionError:
+        raise SettingsError(f"{path}: invalid config file: nested too deeply") from None
     if not isinstance(values, dict):
         raise SettingsError(f"{path}: a config file must hold a mapping of setting: value")
     return values
