@@ -403,12 +403,11 @@ class _SoundfileDecoder:
 
     def read_all(self) -> np.ndarray:
         """All frames as (frames, channels) float32."""
-        if not self.file.seekable():
-            # libsndfile calls some codecs (GSM 6.10) unseekable: read them piece by piece.
+        claimed_bytes = self.file.frames * self.channels * 4
+        if not self.file.seekable() or claimed_bytes > _MAX_SINGLE_READ_BYTES:
+            # libsndfile calls some codecs (GSM 6.10) unseekable, and one read would allocate
+            # all a header claims: read piece by piece.
             parts = list(self.blocks(65536))
-            return np.concatenate(parts) if parts else np.zeros((0, self.channels), np.float32)
-        if self.file.frames * self.channels * 4 > _MAX_SINGLE_READ_BYTES:
-            parts = list(self.blocks(1 << 20))
             return np.concatenate(parts) if parts else np.zeros((0, self.channels), np.float32)
         try:
             return self.file.read(dtype="float32", always_2d=True)

@@ -337,18 +337,18 @@ def check_config_paths(config: TrainingConfig, *, source: str = "<config>") -> N
         if corpus.name not in CORPORA:
             known = ", ".join(sorted(CORPORA))
             raise TrainingConfigError(f"{source}: unknown corpus `{corpus.name}` (known: {known})")
-        if not _is(corpus.path, "dir"):
+        if not _path_exists(corpus.path, "dir"):
             raise TrainingConfigError(
                 f"{source}: corpus folder for `{corpus.name}` not found: {corpus.path}"
             )
     for manifest in config.manifests:
-        if not _is(manifest, "file"):
+        if not _path_exists(manifest, "file"):
             raise TrainingConfigError(f"{source}: manifest not found: {manifest}")
-    if config.model_card is not None and not _is(config.model_card, "file"):
+    if config.model_card is not None and not _path_exists(config.model_card, "file"):
         raise TrainingConfigError(f"{source}: model_card not found: {config.model_card}")
 
 
-def _is(path: Path, kind: Literal["dir", "file"]) -> bool:
+def _path_exists(path: Path, kind: Literal["dir", "file"]) -> bool:
     # Path.is_dir/is_file raise for a name too long for the file system: not there either.
     try:
         return path.is_dir() if kind == "dir" else path.is_file()
