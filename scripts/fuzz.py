@@ -1,14 +1,14 @@
 """A fuzzing campaign: the properties of tests/fuzz_targets.py, for as long as you give them.
 
     python scripts/fuzz.py TARGET [TARGET ...] --seconds N [--max-examples K] [--findings DIR]
+    python scripts/fuzz.py TARGET --replay FINDING.pickle    # one saved input, again
 
 TARGET is one of audio, stream, stream-app, manifest, rules, config, upload, upload-app,
 or `all`; targets run in turn, each for N seconds or K inputs, whichever ends first.
 Prints, per target, executions, seconds, exec/s and findings. A finding is a crash (an
 exception the property does not allow) or a hang (an input over --hang-seconds); its input
 is saved as a pickle and its traceback as text under the findings folder, at most three
-inputs per distinct crash site. Exit code 1 when
-anything was found.
+inputs per distinct crash site. Exit code 1 when anything was found.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ class Campaign:
         """Keep the input and traceback of a finding (a few per crash site)."""
         self.findings += 1
         frames = traceback.extract_tb(error.__traceback__)
+        if isinstance(error, Hang):
+            frames = frames[:-1]  # where it was stuck, not the alarm handler
         last = frames[-1] if frames else None
         site = f"{type(error).__name__}@{last.filename}:{last.lineno}" if last else repr(error)
         seen = self.sites.get(site, 0)
@@ -134,7 +136,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-examples", type=int, default=10**9, help="inputs per target")
     parser.add_argument("--hang-seconds", type=float, default=20.0, help="per-input limit")
     parser.add_argument("--findings", type=Path, default=REPO / "test-artifacts" / "fuzz-findings")
+    parser.add_argument(
+        "--replay", type=Path, metavar="PICKLE", help="run TARGET's check on one saved input"
+    )
     options = parser.parse_args(argv)
+    if options.replay is not None:
+        target = TARGETS[options.targets[0]]
+        value = pickle.loads(options.replay.read_bytes())
+        if target.needs_app:
+            with service_client(Path(tempfile.mkdtemp(prefix="callmood-fuzz-app-"))) as client:
+                target.check(client, value)
+        else:
+            target.check(value)
+        print(f"{options.replay}: the property holds")
+        return 0
     names = list(TARGETS) if "all" in options.targets else options.targets
     # python-multipart logs every malformed body it is fed: thousands of lines here.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
