@@ -316,12 +316,12 @@ def test_hop_longer_than_any_number_of_samples_is_a_config_error(tmp_path):
 
 @pytest.mark.parametrize(
     "document",
-    [b'rules:\n- "\\U100667E1"\n', b"rules: " + b"1" * 5000 + b"\n"],
-    ids=["escape-past-U+10FFFF", "5000-digit-integer"],
+    [b'rules:\n- "\\U100667E1"\n', b'rules:\n- "\\U8010A5A8"\n', b"rules: " + b"1" * 5000 + b"\n"],
+    ids=["escape-past-U+10FFFF", "escape-past-C-int", "5000-digit-integer"],
 )
 def test_yaml_that_pyyaml_fails_on_with_valueerror_is_a_rules_and_config_error(tmp_path, document):
     # Found by scripts/fuzz.py rules: PyYAML's scanner calls chr(0x100667E1) and raises
-    # ValueError, which escaped RuleSet.from_yaml.
+    # ValueError (chr(0x8010A5A8): OverflowError), which escaped RuleSet.from_yaml.
     from callmood.alerts import RulesError, RuleSet
     from callmood.settings import SettingsError, load_settings
     from callmood.training.config import TrainingConfigError, load_training_config
@@ -334,3 +334,20 @@ def test_yaml_that_pyyaml_fails_on_with_valueerror_is_a_rules_and_config_error(t
         load_training_config(path)
     with pytest.raises(SettingsError, match="invalid config file"):
         load_settings(config_file=path)
+
+
+def test_float_samples_near_the_float32_limit_resample_to_finite_audio():
+    # Found by scripts/fuzz.py audio: a float WAV at 8 kHz with samples of 1.3e38 passed
+    # the NaN check, overflowed soxr on the way to 16 kHz, and came back as NaN.
+    from callmood.audio import iter_audio_blocks, load_audio
+
+    samples = np.zeros(2000, np.float32)
+    samples[100:200] = 3e38
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, 8000, format="WAV", subtype="FLOAT")
+    data = buffer.getvalue()
+    whole = load_audio(data).samples
+    blocks = np.concatenate(list(iter_audio_blocks(data, block_seconds=0.5)), axis=1)
+    for decoded in (whole, blocks):
+        assert np.isfinite(decoded).all() and 0.5 < np.abs(decoded).max() <= 1.0
+    check_audio(data)

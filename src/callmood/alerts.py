@@ -139,8 +139,9 @@ class RuleSet(BaseModel):
             raise RulesError(f"rules file {path} cannot be read: {error}") from None
         try:
             data = yaml.safe_load(text)
-        except (yaml.YAMLError, ValueError) as error:
-            # PyYAML raises ValueError for an escape past U+10FFFF and a 4300-digit integer.
+        except (yaml.YAMLError, ValueError, OverflowError) as error:
+            # PyYAML's own errors: ValueError and OverflowError for an escape past U+10FFFF
+            # (chr()), ValueError for a 4300-digit integer.
             raise RulesError(f"rules file {path} is not valid YAML: {error}") from None
         except RecursionError:
             raise RulesError(f"rules file {path}: the YAML is nested too deeply") from None

@@ -695,6 +695,10 @@ def load_audio(
         _check_finite(audio_source, frames, 0, decoder.sample_rate)
     output_rate = decoder.sample_rate if sample_rate is None else sample_rate
     if output_rate != decoder.sample_rate:
+        if not decoder.integer_samples:
+            # Clipped anyway; unclipped, a finite float sample near 3.4e38 overflows the
+            # resampler into inf and NaN.
+            np.clip(frames, -1.0, 1.0, out=frames)
         frames = soxr.resample(
             np.ascontiguousarray(frames), decoder.sample_rate, output_rate, quality=RESAMPLE_QUALITY
         )
@@ -803,6 +807,8 @@ def _resampled_blocks(
             else:
                 # soxr wants the selected channels as one C-contiguous (frames, channels) array.
                 chosen = np.ascontiguousarray(block if all_channels else block[:, selected])
+                if not integer_samples:  # as in load_audio: no float overflow in soxr
+                    np.clip(chosen, -1.0, 1.0, out=chosen)
                 yield from blocks.add(stream.resample_chunk(chosen))
         _check_complete(audio_source, decoder, decoded)
         if stream is not None:

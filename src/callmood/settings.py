@@ -231,8 +231,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
             values = values.get("callmood", values)
         else:
             values = yaml.safe_load(text) or {}
-    except (tomllib.TOMLDecodeError, yaml.YAMLError, ValueError) as error:
-        # ValueError: PyYAML's for an escape past U+10FFFF or a 4300-digit integer.
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, ValueError, OverflowError) as error:
+        # PyYAML's own: ValueError or OverflowError for an escape past U+10FFFF (chr()),
+        # ValueError for a 4300-digit integer.
         raise SettingsError(f"{path}: invalid config file: {error}") from None
     except RecursionError:
         raise SettingsError(f"{path}: invalid config file: nested too deeply") from None

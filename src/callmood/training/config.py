@@ -313,9 +313,9 @@ def load_training_config(path: str | Path, *, check_paths: bool = True) -> Train
         raise TrainingConfigError(f"{path}: config file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, ValueError) as error:
-        # ValueError: undecodable UTF-8, and PyYAML's own for an escape past U+10FFFF or
-        # a 4300-digit integer.
+    except (yaml.YAMLError, ValueError, OverflowError) as error:
+        # ValueError: undecodable UTF-8; and PyYAML's own: ValueError or OverflowError for
+        # an escape past U+10FFFF (chr()), ValueError for a 4300-digit integer.
         raise TrainingConfigError(f"{path}: not valid YAML ({error})") from None
     except RecursionError:
         raise TrainingConfigError(f"{path}: not valid YAML (nested too deeply)") from None

@@ -55,7 +55,8 @@ async def put_rules(request: Request) -> RuleSet:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         data = yaml.safe_load(body) if media_type in YAML_MEDIA_TYPES else json.loads(body)
-    except (ValueError, yaml.YAMLError) as error:
+    except (ValueError, OverflowError, yaml.YAMLError) as error:
+        # OverflowError: PyYAML calls chr() on an escape such as "\\U8010A5A8".
         raise RulesError(f"rules document: cannot parse the body ({error})") from None
     except RecursionError:
         raise RulesError("rules document: cannot parse the body (nested too deeply)") from None
