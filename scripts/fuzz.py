@@ -8,7 +8,9 @@ or `all`; targets run in turn, each for N seconds or K inputs, whichever ends fi
 Prints, per target, executions, seconds, exec/s and findings. A finding is a crash (an
 exception the property does not allow) or a hang (an input over --hang-seconds); its input
 is saved as a pickle and its traceback as text under the findings folder, at most three
-inputs per distinct crash site. Exit code 1 when anything was found.
+inputs per distinct crash site. A crash that kills the process (a segfault in native code)
+leaves its input as TARGET/in-flight.pickle and the stacks in TARGET/fatal.txt. Exit code
+1 when anything was found.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ def run_target(
 
     def execute(value: Any) -> None:
         campaign.executions += 1
+        in_flight.write_bytes(pickle.dumps(value))
         # A hang in C code cannot take the alarm: dump every thread's stack and stop.
         faulthandler.dump_traceback_later(hang_seconds * 4, exit=True)
         signal.setitimer(signal.ITIMER_REAL, hang_seconds)
@@ -104,6 +107,13 @@ def run_target(
             signal.setitimer(signal.ITIMER_REAL, 0)
             faulthandler.cancel_dump_traceback_later()
 
+    # A crash in native code (a segfault) kills the process: keep the input in flight and
+    # the stacks where they survive it.
+    folder = findings_dir / target.name
+    folder.mkdir(parents=True, exist_ok=True)
+    in_flight = folder / "in-flight.pickle"
+    fatal_log = (folder / "fatal.txt").open("w")
+    faulthandler.enable(file=fatal_log, all_threads=True)
     started = last_report = time.monotonic()
     try:
         while time.monotonic() < deadline and campaign.executions < max_examples:
@@ -126,6 +136,9 @@ def run_target(
     finally:
         if client_context is not None:
             client_context.__exit__(None, None, None)
+        faulthandler.disable()
+        fatal_log.close()
+    in_flight.unlink(missing_ok=True)
     return campaign
 
 
