@@ -351,3 +351,26 @@ def test_float_samples_near_the_float32_limit_resample_to_finite_audio():
     for decoded in (whole, blocks):
         assert np.isfinite(decoded).all() and 0.5 < np.abs(decoded).max() <= 1.0
     check_audio(data)
+
+
+def test_float_wav_claiming_17_channels_is_refused_not_a_segfault():
+    # Found by scripts/fuzz.py audio: libsndfile refuses it, FFmpeg opens it, and PyAV's
+    # to_ndarray crashed the whole process. In a subprocess, so a regression fails the
+    # test instead of killing pytest.
+    import subprocess
+    import sys
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.zeros(2000, np.float32), 8000, format="WAV", subtype="FLOAT")
+    data = bytearray(buffer.getvalue())
+    data[22:24] = (17).to_bytes(2, "little")
+    code = (
+        "import sys; from callmood.audio import AudioError, load_audio\n"
+        "try: load_audio(sys.stdin.buffer.read())\n"
+        "except AudioError as error: print(type(error).__name__, error)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], input=bytes(data), capture_output=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-500:]
+    assert b"CorruptAudioError" in run.stdout and b"17 channels" in run.stdout

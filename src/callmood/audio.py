@@ -53,6 +53,8 @@ SOURCE_SAMPLE_RATES = (1000, 768_000)
 # The largest array a whole-file read allocates at once; a header claiming more (FLAC
 # may declare 2**36 frames in a few bytes) is read block by block, as far as it goes.
 _MAX_SINGLE_READ_BYTES = 2**30
+# Found by scripts/fuzz.py: PyAV 18 crashes the process decoding more channels than this.
+_MAX_FFMPEG_CHANNELS = 16
 # Subtypes libsndfile decodes from integers (PCM, companded, ADPCM, lossless) and turns
 # into float by scaling with 1/2**(bits - 1): never NaN or infinite, never beyond [-1, 1].
 # Lossy float decoders (Vorbis, Opus, MPEG) and float files are not in the list.
@@ -467,6 +469,13 @@ class _FFmpegDecoder:
             )
         self.sample_rate = int(context.sample_rate or 0)
         self.channels = int(context.channels or 0)
+        if self.channels > _MAX_FFMPEG_CHANNELS:
+            container.close()
+            # PyAV's AudioFrame.to_ndarray segfaults on frames of more channels.
+            raise CorruptAudioError(
+                f"{source.name}: the header declares {self.channels} channels; audio read "
+                f"through FFmpeg has at most {_MAX_FFMPEG_CHANNELS}"
+            )
         if self.sample_rate <= 0 or self.channels <= 0:
             container.close()
             raise CorruptAudioError(
