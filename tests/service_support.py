@@ -19,6 +19,7 @@ from urllib.parse import quote
 import pytest
 from conftest import require
 from sqlalchemy import create_engine, text
+from starlette.requests import Request
 
 from callmood.results import (
     Alert,
@@ -33,6 +34,7 @@ from callmood.results import (
 )
 
 POSTGRES_ENV = "CALLMOOD_TEST_POSTGRES_URL"
+BOUNDARY = "callmood-test-boundary"
 LABELS = ["neutral", "happy", "sad", "angry"]
 
 BACKENDS = [
@@ -169,6 +171,37 @@ def expect_error(websocket) -> tuple[str, int]:
     with pytest.raises(WebSocketDisconnect) as closed:
         websocket.receive_json()
     return message["message"], closed.value.code
+
+
+def request_from_chunks(chunks: list[bytes], *, disconnect_after: bool = False, headers=None):
+    """An ASGI request whose body arrives in `chunks`, optionally cut off by the client."""
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
+        for index, chunk in enumerate(chunks)
+    ]
+    if disconnect_after:
+        for message in messages:
+            message["more_body"] = True
+        messages.append({"type": "http.disconnect"})
+    received = []
+
+    async def receive():
+        message = messages.pop(0)
+        received.append(message)
+        return message
+
+    default_headers = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/calls",
+        "headers": [
+            # ASGI headers are bytes; Starlette reads them as latin-1, as HTTP sends them.
+            (key.encode("latin-1"), value.encode("latin-1"))
+            for key, value in (headers or default_headers).items()
+        ],
+    }
+    return Request(scope, receive), received
 
 
 def free_port() -> int:

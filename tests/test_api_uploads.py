@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from starlette.requests import Request
+from service_support import BOUNDARY, request_from_chunks
 
 from callmood.service.uploads import (
     UnsupportedUploadError,
@@ -13,8 +13,6 @@ from callmood.service.uploads import (
     UploadTooLargeError,
     receive_upload,
 )
-
-BOUNDARY = "callmood-test-boundary"
 
 
 def multipart_body(file_bytes: bytes, filename: str = "call.wav", **fields: str) -> bytes:
@@ -29,35 +27,6 @@ def multipart_body(file_bytes: bytes, filename: str = "call.wav", **fields: str)
         + b"\r\n"
     )
     return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
-
-
-def request_from_chunks(chunks: list[bytes], *, disconnect_after: bool = False, headers=None):
-    """An ASGI request whose body arrives in `chunks`, optionally cut off by the client."""
-    messages = [
-        {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
-        for index, chunk in enumerate(chunks)
-    ]
-    if disconnect_after:
-        for message in messages:
-            message["more_body"] = True
-        messages.append({"type": "http.disconnect"})
-    received = []
-
-    async def receive():
-        message = messages.pop(0)
-        received.append(message)
-        return message
-
-    default_headers = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/api/calls",
-        "headers": [
-            (key.encode(), value.encode()) for key, value in (headers or default_headers).items()
-        ],
-    }
-    return Request(scope, receive), received
 
 
 def chunked(data: bytes, size: int = 4096) -> list[bytes]:

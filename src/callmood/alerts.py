@@ -148,6 +148,8 @@ class RuleSet(BaseModel):
             data = load_yaml(text)
         except yaml.YAMLError as error:
             raise RulesError(f"rules file {path} is not valid YAML: {error}") from None
+        except RecursionError:
+            raise RulesError(f"rules file {path}: the YAML is nested too deeply") from None
         return cls.from_dict(data, source=str(path))
 
 

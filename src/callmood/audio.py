@@ -52,6 +52,11 @@ _OGG_TAIL_BYTES = 2 * 65536
 _SNIFF_BYTES = 64
 # libsndfile's frame count for a stream whose length it cannot tell (SF_COUNT_MAX).
 _UNKNOWN_FRAMES = 2**62
+# The largest array a whole-file read allocates at once; a header claiming more (FLAC
+# may declare 2**36 frames in a few bytes) is read block by block, as far as it goes.
+_MAX_SINGLE_READ_BYTES = 2**30
+# Found by scripts/fuzz.py: PyAV 18 crashes the process decoding more channels than this.
+_MAX_FFMPEG_CHANNELS = 16
 # Subtypes libsndfile decodes from integers (PCM, companded, ADPCM, lossless) and turns
 # into float by scaling with 1/2**(bits - 1): never NaN or infinite, never beyond [-1, 1].
 # Lossy float decoders (Vorbis, Opus, MPEG) and float files are not in the list.
@@ -402,8 +407,10 @@ class _SoundfileDecoder:
 
     def read_all(self) -> np.ndarray:
         """All frames as (frames, channels) float32."""
-        if not self.file.seekable():
-            # libsndfile calls some codecs (GSM 6.10) unseekable: read them piece by piece.
+        claimed_bytes = self.file.frames * self.channels * 4
+        if not self.file.seekable() or claimed_bytes > _MAX_SINGLE_READ_BYTES:
+            # libsndfile calls some codecs (GSM 6.10) unseekable, and one read would allocate
+            # all a header claims: read piece by piece.
             parts = list(self.blocks(65536))
             return np.concatenate(parts) if parts else np.zeros((0, self.channels), np.float32)
         try:
@@ -464,6 +471,13 @@ class _FFmpegDecoder:
             )
         self.sample_rate = int(context.sample_rate or 0)
         self.channels = int(context.channels or 0)
+        if self.channels > _MAX_FFMPEG_CHANNELS:
+            container.close()
+            # PyAV's AudioFrame.to_ndarray segfaults on frames of more channels.
+            raise CorruptAudioError(
+                f"{source.name}: the header declares {self.channels} channels; audio read "
+                f"through FFmpeg has at most {_MAX_FFMPEG_CHANNELS}"
+            )
         if self.sample_rate <= 0 or self.channels <= 0:
             container.close()
             raise CorruptAudioError(
@@ -694,6 +708,10 @@ def load_audio(
         _check_finite(audio_source, frames, 0, decoder.sample_rate)
     output_rate = decoder.sample_rate if sample_rate is None else sample_rate
     if output_rate != decoder.sample_rate:
+        if not decoder.integer_samples:
+            # Clipped anyway; unclipped, a finite float sample near 3.4e38 overflows the
+            # resampler into inf and NaN.
+            np.clip(frames, -1.0, 1.0, out=frames)
         frames = soxr.resample(
             np.ascontiguousarray(frames), decoder.sample_rate, output_rate, quality=RESAMPLE_QUALITY
         )
@@ -802,6 +820,8 @@ def _resampled_blocks(
             else:
                 # soxr wants the selected channels as one C-contiguous (frames, channels) array.
                 chosen = np.ascontiguousarray(block if all_channels else block[:, selected])
+                if not integer_samples:  # as in load_audio: no float overflow in soxr
+                    np.clip(chosen, -1.0, 1.0, out=chosen)
                 yield from blocks.add(stream.resample_chunk(chosen))
         _check_complete(audio_source, decoder, decoded)
         if stream is not None:

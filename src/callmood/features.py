@@ -98,6 +98,14 @@ class FeatureConfig:
                 f"win_seconds and hop_seconds must be > 0, got {self.win_seconds!r} and "
                 f"{self.hop_seconds!r}"
             )
+        if not problems and not math.isfinite(
+            max(self.win_seconds, self.hop_seconds) * self.sample_rate
+        ):
+            # inf (or 1e308 s, times the rate) is no number of samples: round() overflows.
+            problems.append(
+                f"win_seconds and hop_seconds must be finite, got {self.win_seconds!r} and "
+                f"{self.hop_seconds!r}"
+            )
         if not problems and self.win_length > self.n_fft:
             problems.append(
                 f"win_seconds={self.win_seconds} is {self.win_length} samples, longer than "

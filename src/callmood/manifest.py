@@ -202,7 +202,7 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> list[Manifes
         elif clip_id:
             first_line_of_id[clip_id] = line
         audio_path = _resolve(record.get("path") or "", folder)
-        if check_files and audio_path is not None and not audio_path.is_file():
+        if check_files and audio_path is not None and not _is_file(audio_path):
             row_problems.append(f"audio file {audio_path} not found")
         problems += [f"line {line}: {problem}" for problem in row_problems]
         if row is not None and not row_problems:
@@ -295,6 +295,14 @@ def _resolve(audio_path: str, manifest_folder: Path) -> Path | None:
         return None
     path = Path(audio_path.strip())
     return path if path.is_absolute() else manifest_folder / path
+
+
+def _is_file(path: Path) -> bool:
+    # Path.is_file raises for a name too long for the file system: no such file either.
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _parse_float(

@@ -19,6 +19,10 @@ MAX_DEPTH = 64
 MAX_VALUES = 100_000
 
 
+class YamlParseError(yaml.YAMLError):
+    """A YAML document PyYAML scans but cannot build (a value past what Python converts)."""
+
+
 class YamlLimitError(yaml.YAMLError):
     """A YAML document nests too deeply, expands too far through aliases, or contains itself."""
 
@@ -35,6 +39,10 @@ def load_yaml(text: str | bytes) -> Any:
         data = yaml.safe_load(text)
     except RecursionError:
         raise YamlLimitError(f"the document nests deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, OverflowError) as error:
+        # PyYAML's own failures on input it scanned: chr() of an escape past U+10FFFF
+        # (ValueError or OverflowError), int() of a 4300-digit number, undecodable bytes.
+        raise YamlParseError(f"cannot read the document ({error})") from None
     _count_values(data, depth=0, counted={}, open_nodes=set())
     return data
 

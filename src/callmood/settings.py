@@ -238,6 +238,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
             values = load_yaml(text) or {}
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
         raise SettingsError(f"{path}: invalid config file: {error}") from None
+    except RecursionError:
+        raise SettingsError(f"{path}: invalid config file: nested too deeply") from None
     if not isinstance(values, dict):
         raise SettingsError(f"{path}: a config file must hold a mapping of setting: value")
     return values

@@ -206,7 +206,13 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int) -> R
             "upload must be multipart/form-data with the call in a part named 'file'"
         )
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes + FORM_OVERHEAD_BYTES:
+    # isascii: "²" is a digit to isdigit, not to int.
+    if (
+        declared
+        and declared.isascii()
+        and declared.isdigit()
+        and int(declared) > max_bytes + FORM_OVERHEAD_BYTES
+    ):
         raise UploadTooLargeError(
             f"upload of {int(declared) / 1_000_000:.1f} MB: larger than the limit of "
             f"{max_bytes / 1_000_000:g} MB (max_upload_mb)"

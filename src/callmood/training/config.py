@@ -310,8 +310,15 @@ class TrainingConfig(_Strict):
         """A copy with relative corpus and manifest paths made absolute against `project_root`."""
 
         def resolve(path: Path) -> Path:
-            expanded = Path(os.path.expandvars(str(path))).expanduser()
-            return expanded if expanded.is_absolute() else (project_root / expanded).resolve()
+            try:
+                expanded = Path(os.path.expandvars(str(path))).expanduser()
+                return expanded if expanded.is_absolute() else (project_root / expanded).resolve()
+            except (OSError, RuntimeError, ValueError) as error:
+                # A NUL byte, an unknown ~user, a name longer than the file system allows.
+                problem = getattr(error, "strerror", None) or error
+                raise TrainingConfigError(
+                    f"path {str(path)[:200]!r} is unusable: {problem}"
+                ) from None
 
         return self.model_copy(
             update={
@@ -390,8 +397,13 @@ def load_training_config(path: str | Path, *, check_paths: bool = True) -> Train
         data = load_yaml(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise TrainingConfigError(f"{path}: not valid YAML ({error})") from None
+    except RecursionError:
+        raise TrainingConfigError(f"{path}: not valid YAML (nested too deeply)") from None
     config = parse_training_config(data, source=str(path))
-    config = config.resolve_paths(project_root_for(path))
+    try:
+        config = config.resolve_paths(project_root_for(path))
+    except TrainingConfigError as error:
+        raise TrainingConfigError(f"{path}: {error}") from None
     if check_paths:
         check_config_paths(config, source=str(path))
     return config
@@ -405,12 +417,20 @@ def check_config_paths(config: TrainingConfig, *, source: str = "<config>") -> N
         if corpus.name not in CORPORA:
             known = ", ".join(sorted(CORPORA))
             raise TrainingConfigError(f"{source}: unknown corpus `{corpus.name}` (known: {known})")
-        if not corpus.path.is_dir():
+        if not _path_exists(corpus.path, "dir"):
             raise TrainingConfigError(
                 f"{source}: corpus folder for `{corpus.name}` not found: {corpus.path}"
             )
     for manifest in config.manifests:
-        if not manifest.is_file():
+        if not _path_exists(manifest, "file"):
             raise TrainingConfigError(f"{source}: manifest not found: {manifest}")
-    if config.model_card is not None and not config.model_card.is_file():
+    if config.model_card is not None and not _path_exists(config.model_card, "file"):
         raise TrainingConfigError(f"{source}: model_card not found: {config.model_card}")
+
+
+def _path_exists(path: Path, kind: Literal["dir", "file"]) -> bool:
+    # Path.is_dir/is_file raise for a name too long for the file system: not there either.
+    try:
+        return path.is_dir() if kind == "dir" else path.is_file()
+    except OSError:
+        return False

@@ -52,6 +52,8 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_SERVER_ERROR = 1011
 CLOSE_NORMAL = 1000
+#: Longest close reason, UTF-8 bytes: a close frame carries 125 bytes, 2 of them the code.
+MAX_CLOSE_REASON_BYTES = 123
 
 #: Tags of stored live calls; `partial` marks a stream that ended without a stop message.
 LIVE_TAG = "live"
@@ -168,8 +170,11 @@ def _parse_json(text: str) -> dict[str, Any]:
         message = json.loads(text)
     except json.JSONDecodeError as error:
         raise StreamProtocolError(f"message is not valid JSON ({error.msg})") from None
-    except RecursionError:  # thousands of nested [ or {
-        raise StreamProtocolError("message is not valid JSON (nested too deeply)") from None
+    except (RecursionError, ValueError) as error:
+        # Well-formed JSON the parser still refuses: nested too deeply, or an integer
+        # longer than Python converts (4300 digits).
+        problem = "nested too deeply" if isinstance(error, RecursionError) else "a number too long"
+        raise StreamProtocolError(f"message is not valid JSON ({problem})") from None
     if not isinstance(message, dict):
         raise StreamProtocolError("message must be a JSON object with a 'type'")
     return message
@@ -443,7 +448,16 @@ async def _send_error(websocket: WebSocket, error: StreamProtocolError) -> None:
     with contextlib.suppress(Exception):
         await websocket.send_text(json.dumps({"type": "error", "message": str(error)}))
     with contextlib.suppress(Exception):
-        await websocket.close(code=error.close_code, reason=str(error)[:120])
+        await websocket.close(code=error.close_code, reason=close_reason(str(error)))
+
+
+def close_reason(message: str) -> str:
+    """The message cut to fit a close frame: at most 123 bytes of UTF-8 (RFC 6455 5.5).
+
+    A longer reason (120 accented characters are 240 bytes) makes the server drop the
+    connection without any close frame, so the client would see neither code nor reason.
+    """
+    return message.encode("utf-8", "replace")[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
 
 
 @router.websocket("/api/stream")
@@ -526,11 +540,19 @@ def _check_authorised(websocket: WebSocket) -> None:
     has_token = deps.token_matches(
         websocket.query_params.get("token"), websocket.app.state.credentials.token_hash
     ) or websocket.headers.get("authorization", "").lower().startswith("bearer ")
-    if not has_token and urlsplit(origin).netloc != websocket.headers.get("host"):
+    if not has_token and _host_of(origin) != websocket.headers.get("host"):
         raise StreamProtocolError(
             f"not authorised: a login cookie is only accepted from this server's pages, "
             f"not from {origin}; pass the API token as ?token=..."
         )
+
+
+def _host_of(origin: str) -> str | None:
+    # An Origin urlsplit cannot read ("http://[") is no page of this server.
+    try:
+        return urlsplit(origin).netloc
+    except ValueError:
+        return None
 
 
 async def _receive_start(websocket: WebSocket) -> StreamStart:
