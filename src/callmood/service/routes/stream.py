@@ -570,12 +570,21 @@ async def _receive_start(websocket: WebSocket) -> StreamStart:
     return parse_start(message.get("text") or "")
 
 
+def _consume_outcome(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 async def _receive_audio(session: _Session) -> None:
     """Receive frames until stop (or the length limit); a disconnect raises."""
     websocket = session.websocket
     assert session.worker is not None
     while True:
         receive = asyncio.ensure_future(websocket.receive())
+        # A receive left behind (the analysis failed, or this coroutine was cancelled by a
+        # disconnect) may still fail once the socket closes: consume that error, so it is
+        # not logged as a traceback ("Task exception was never retrieved").
+        receive.add_done_callback(_consume_outcome)
         # A failing analysis must end the stream, not leave the client waiting.
         done, _ = await asyncio.wait({receive, session.worker}, return_when=FIRST_COMPLETED)
         if receive not in done:
