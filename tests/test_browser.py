@@ -300,7 +300,8 @@ def test_live_page_streams_the_microphone_and_shows_emotion_and_alert(
             "() => document.getElementById('current-emotion').textContent !== '–'",
             timeout=TIMEOUT_MS,
         )
-        page.locator(".alert-banner.open").first.wait_for(timeout=TIMEOUT_MS)
+        # The loudness alert may open seconds before the anger alert: wait for the anger one.
+        page.locator(".alert-banner.open", has_text="angry").first.wait_for(timeout=TIMEOUT_MS)
         banners = page.locator(".alert-banner").all_inner_texts()
         assert any("angry" in text for text in banners), banners
         assert page.locator("#legend .badge").count() >= 2
