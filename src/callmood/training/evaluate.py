@@ -287,15 +287,7 @@ def evaluate_cross_validation(
             "and cut into consecutive blocks"
         )
     outcomes = run_folds(config, clips, folds, on_fold=on_fold)
-    return EvaluationResult(
-        protocol=protocol,
-        description=description,
-        classes=clips.classes,
-        folds=outcomes,
-        summary=summarize_folds([o.metrics for o in outcomes]),
-        seconds=time.perf_counter() - started,
-        details={"config": config.model_dump(mode="json"), "num_clips": len(clips)},
-    )
+    return _evaluation_result(config, protocol, description, clips, outcomes, started)
 
 
 def _classes_by_corpus(config: TrainingConfig) -> dict[str, set[str]]:
@@ -307,7 +299,7 @@ def _classes_by_corpus(config: TrainingConfig) -> dict[str, set[str]]:
     return present
 
 
-def _corpus_result(
+def _evaluation_result(
     config: TrainingConfig,
     protocol: str,
     description: str,
@@ -371,7 +363,7 @@ def evaluate_cross_corpus(
         f"cross-corpus: trained on all of {train_corpus}, tested on all of {test_corpus}, "
         f"over the {len(shared)} shared classes of {config.label_set}"
     )
-    return _corpus_result(config, "cross-corpus", description, clips, outcomes, started)
+    return _evaluation_result(config, "cross-corpus", description, clips, outcomes, started)
 
 
 def evaluate_leave_corpus_out(
@@ -405,7 +397,7 @@ def evaluate_leave_corpus_out(
         f"by a model trained on the others, over the {len(shared)} classes of "
         f"{config.label_set} they share; validation speakers from the training corpora only"
     )
-    return _corpus_result(config, "leave-corpus-out", description, clips, outcomes, started)
+    return _evaluation_result(config, "leave-corpus-out", description, clips, outcomes, started)
 
 
 def evaluate_saved_model(
