@@ -53,11 +53,12 @@ def test_a_shifted_channel_is_mapped_back_onto_the_prior():
 
 
 def test_the_prior_weighs_as_its_frames_of_speech():
-    # 300 frames of a caller against a prior worth 300 frames: the mean is half way.
-    caller = np.full((2, 300), 5.0)
-    sums = FrameSums.of(caller)
-    mean = (300 * prior().mean + sums.total) / 600
-    assert mean == pytest.approx([3.0, 1.5])
+    # 300 frames of a caller at 5.0 against a prior worth 300 frames (means 1 and -2): the
+    # blended mean is half way (3.0 and 1.5), so a frame there maps onto the prior's mean.
+    caller = FrameSums.of(np.full((2, 300), 5.0))
+    at_the_blend = torch.tensor([[[3.0], [1.5]]], dtype=torch.float64)
+    normalized = normalize_features(at_the_blend, [caller], prior(frames=300))
+    np.testing.assert_allclose(normalized[0, :, 0].numpy(), [1.0, -2.0], atol=1e-9)
 
 
 def test_the_normalizer_uses_only_past_windows():
