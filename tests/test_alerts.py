@@ -53,13 +53,17 @@ SUSTAINED = {
 }
 
 
-def test_sustained_anger_opens_after_enough_speech_and_closes_when_it_drops():
+def test_sustained_anger_spans_the_angry_speech_is_confirmed_after_enough_and_closes():
     probs = [0.1, 0.7, 0.8, 0.9, 0.8, 0.2, 0.1]  # windows 3 s long, 1 s hop
     alerts, events = run([SUSTAINED], [window(i, angry=p) for i, p in enumerate(probs)])
     assert len(alerts) == 1
     alert = alerts[0]
-    # Run starts at 1 s; 5 s of speech are covered by the window ending at 6 s.
-    assert alert.opened_at == pytest.approx(6.0)
+    # The run starts at 1 s (where the alert opens); 5 s of speech are covered by the
+    # window ending at 6 s, which confirms it: the stream sends the opening then.
+    assert alert.opened_at == pytest.approx(1.0)
+    assert alert.confirmed_at == pytest.approx(6.0)
+    assert events[0].at == pytest.approx(6.0)
+    assert alert.id == "angry:customer:6000"
     assert alert.closed_at == pytest.approx(7.0)  # end of the last angry window (4..7)
     assert alert.value == pytest.approx(0.9)
     assert [e.event for e in events] == ["alert_open", "alert_close"]
@@ -102,7 +106,8 @@ def test_frequency_fires_on_enough_angry_windows_within_the_time_span():
     spikes = [window(t, angry=0.8 if t in (0, 8, 16) else 0.1, length=1) for t in range(30)]
     alerts, _ = run([FREQUENCY], spikes)
     assert len(alerts) == 1
-    assert alerts[0].opened_at == pytest.approx(17.0)
+    # Confirmed by the third spike (ending at 17 s); it began with the first one.
+    assert (alerts[0].opened_at, alerts[0].confirmed_at) == (0.0, pytest.approx(17.0))
     assert len(alerts[0].evidence) == 3
 
 
@@ -162,7 +167,12 @@ def test_silence_fires_on_a_long_gap_when_nobody_speaks():
     alerts, events = run([SILENCE], speech=speech, end=50)
     assert len(alerts) == 1
     gap = alerts[0]
-    assert (gap.opened_at, gap.closed_at) == (pytest.approx(18.0), pytest.approx(30.0))
+    # Silent from 8 s; 10 s later the rule is met; speech returns at 30 s.
+    assert (gap.opened_at, gap.confirmed_at, gap.closed_at) == (
+        pytest.approx(8.0),
+        pytest.approx(18.0),
+        pytest.approx(30.0),
+    )
     assert gap.evidence[0].value == pytest.approx(22.0)
 
 

@@ -219,7 +219,14 @@ class _Tracker:
         self.alert: Alert | None = None
         self.quiet_until = 0.0
 
-    def _open(self, at: float, value: float, evidence: list[EvidenceWindow]) -> AlertEvent:
+    def _open(
+        self, at: float, value: float, evidence: list[EvidenceWindow], *, began: float
+    ) -> AlertEvent:
+        """Open an alert confirmed at `at` whose condition began at `began` (<= at).
+
+        The alert spans the condition (a sustained rule's alert covers the whole angry
+        stretch, not only what follows it); the event is sent, and the id made, at `at`.
+        """
         rule = self.rule
         at = round(at, 3)
         self.alert = Alert(
@@ -228,7 +235,8 @@ class _Tracker:
             kind=rule.kind,
             speaker=self.speaker,
             severity=rule.severity,
-            opened_at=at,
+            opened_at=min(round(began, 3), at),
+            confirmed_at=at,
             value=value,
             evidence=evidence[:MAX_EVIDENCE],
             message=rule.message or self.describe(value),
@@ -293,7 +301,14 @@ class _Sustained(_Tracker):
         if len(self.run) < MAX_EVIDENCE:
             self.run.append(evidence)
         if self.covered >= self.rule.min_seconds and window.end >= self.quiet_until:
-            return [self._open(window.end, max(e.value for e in self.run), list(self.run))]
+            return [
+                self._open(
+                    window.end,
+                    max(e.value for e in self.run),
+                    list(self.run),
+                    began=self.run[0].start,
+                )
+            ]
         return []
 
     def finish(self, end: float) -> list[AlertEvent]:
@@ -333,7 +348,7 @@ class _Frequency(_Tracker):
             return []
         if len(self.hits) >= rule.min_windows and window.end >= self.quiet_until:
             hits = list(self.hits)
-            return [self._open(window.end, max(h.value for h in hits), hits)]
+            return [self._open(window.end, max(h.value for h in hits), hits, began=hits[0].start)]
         return []
 
     def finish(self, end: float) -> list[AlertEvent]:
@@ -388,7 +403,7 @@ class _Shift(_Tracker):
                 EvidenceWindow(start=self.first_start, end=self.baseline_end, value=base),
                 EvidenceWindow(start=self.recent[0][0], end=window.end, value=latest),
             ]
-            return [self._open(window.end, rise, evidence)]
+            return [self._open(window.end, rise, evidence, began=self.recent[0][0])]
         return []
 
     def finish(self, end: float) -> list[AlertEvent]:
@@ -414,7 +429,7 @@ class _Loudness(_Tracker):
             self._extend(window.peak_dbfs, evidence)
             return []
         if window.start >= self.quiet_until:
-            return [self._open(window.start, window.peak_dbfs, [evidence])]
+            return [self._open(window.start, window.peak_dbfs, [evidence], began=window.start)]
         return []
 
     def finish(self, end: float) -> list[AlertEvent]:
@@ -469,7 +484,7 @@ class _Silence(_Tracker):
         opens_at = start + self.rule.min_seconds
         if self.alert is None and length >= self.rule.min_seconds and opens_at >= self.quiet_until:
             evidence = EvidenceWindow(start=start, end=opens_at, value=self.rule.min_seconds)
-            events.append(self._open(opens_at, self.rule.min_seconds, [evidence]))
+            events.append(self._open(opens_at, self.rule.min_seconds, [evidence], began=start))
         if self.alert is not None and self.alert.opened_at >= start:
             self.alert.value = length
             self.alert.evidence[0] = EvidenceWindow(start=start, end=until, value=length)

@@ -1,8 +1,9 @@
 """Write a :class:`~callmood.results.CallResult` as JSON, CSV, RTTM or W3C EmotionML 1.0.
 
 JSON is the full result (``docs/call_result.schema.json``); CSV lists the emotion
-segments; RTTM the speaker turns found by voice-activity detection; EmotionML
-the emotions with media-fragment references into the call's audio.
+segments, windows CSV every analysis window with its probabilities; RTTM the speaker
+turns found by voice-activity detection; EmotionML the emotions with media-fragment
+references into the call's audio.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from xml.etree import ElementTree
 from callmood.errors import CallmoodError
 from callmood.results import CallResult
 
-FORMATS = ("json", "csv", "rttm", "emotionml")
-ExportFormat = Literal["json", "csv", "rttm", "emotionml"]
+FORMATS = ("json", "csv", "windows-csv", "rttm", "emotionml")
+ExportFormat = Literal["json", "csv", "windows-csv", "rttm", "emotionml"]
 EMOTIONML_NAMESPACE = "http://www.w3.org/2009/10/emotionml"
 #: Namespace of callmood's own annotations inside EmotionML ``<info>`` elements.
 CALLMOOD_NAMESPACE = "urn:callmood:emotionml:1"
@@ -31,6 +32,18 @@ CSV_COLUMNS = (
     "emotion",
     "confidence",
     "window_count",
+)
+
+#: The windows CSV: these, then one `p_<label>` column per label of the model.
+WINDOW_CSV_COLUMNS = (
+    "call_id",
+    "speaker",
+    "start",
+    "end",
+    "emotion",
+    "confidence",
+    "rms_dbfs",
+    "peak_dbfs",
 )
 
 
@@ -59,6 +72,30 @@ def to_csv(result: CallResult) -> str:
                 segment.emotion,
                 f"{segment.confidence:.4f}",
                 segment.window_count,
+            ]
+        )
+    return buffer.getvalue()
+
+
+def to_windows_csv(result: CallResult) -> str:
+    """Every analysis window, one row each in time order: its emotion, confidence, level and
+    the probability of every label (``p_<label>``); times in seconds."""
+    labels = list(result.model.labels)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*WINDOW_CSV_COLUMNS, *(f"p_{label}" for label in labels)])
+    for window in result.windows():
+        writer.writerow(
+            [
+                result.call_id,
+                window.speaker,
+                f"{window.start:.3f}",
+                f"{window.end:.3f}",
+                window.emotion,
+                f"{window.confidence:.4f}",
+                f"{window.rms_dbfs:.1f}",
+                f"{window.peak_dbfs:.1f}",
+                *(f"{window.probabilities.get(label, 0.0):.4f}" for label in labels),
             ]
         )
     return buffer.getvalue()
@@ -141,7 +178,13 @@ def to_emotionml(
 
 def export(result: CallResult, format: ExportFormat = "json") -> str:
     """The result in one of :data:`FORMATS`."""
-    writers = {"json": to_json, "csv": to_csv, "rttm": to_rttm, "emotionml": to_emotionml}
+    writers = {
+        "json": to_json,
+        "csv": to_csv,
+        "windows-csv": to_windows_csv,
+        "rttm": to_rttm,
+        "emotionml": to_emotionml,
+    }
     if format not in writers:
         raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     return writers[format](result)

@@ -130,12 +130,20 @@ class Alert(_Result):
     of the call).
     """
 
-    id: str = Field(description="Unique within the call: '<rule>:<speaker>:<opened_at ms>'.")
+    id: str = Field(description="Unique within the call: '<rule>:<speaker>:<confirmed_at ms>'.")
     rule: str
     kind: AlertKind
     speaker: Speaker | Literal["any"]
     severity: Severity
-    opened_at: float = Field(ge=0, description="Seconds.")
+    opened_at: float = Field(
+        ge=0, description="Seconds: where the condition began (e.g. the first angry window)."
+    )
+    confirmed_at: float | None = Field(
+        default=None,
+        ge=0,
+        description="Seconds: when the rule was met and the alert raised (a live stream "
+        "sends it then); None in results stored before 2 December 2026.",
+    )
     closed_at: float | None = Field(default=None, ge=0, description="Seconds.")
     value: float = Field(description="The strongest measured value while open.")
     evidence: list[EvidenceWindow]
@@ -197,6 +205,25 @@ class CallResult(_Result):
             return list(self.speakers[speaker].windows) if speaker in self.speakers else []
         merged = [w for s in self.speakers.values() for w in s.windows]
         return sorted(merged, key=lambda w: (w.start, w.speaker))
+
+    def overtalk_seconds(self) -> float | None:
+        """Seconds in which the customer and the agent speak at the same time (from their
+        speech stretches); None unless the call has both (a mono call has one mix)."""
+        if "customer" not in self.speakers or "agent" not in self.speakers:
+            return None
+        customer = sorted((s.start, s.end) for s in self.speakers["customer"].speech)
+        agent = sorted((s.start, s.end) for s in self.speakers["agent"].speech)
+        overlap, i, j = 0.0, 0, 0
+        while i < len(customer) and j < len(agent):
+            start = max(customer[i][0], agent[j][0])
+            end = min(customer[i][1], agent[j][1])
+            overlap += max(0.0, end - start)
+            # Move past whichever stretch ends first; the other may overlap the next one.
+            if customer[i][1] < agent[j][1]:
+                i += 1
+            else:
+                j += 1
+        return round(overlap, 3)
 
     def segments(self, speaker: str | None = None) -> list[SpeakerSegment]:
         """All emotion segments (of one speaker, or of everyone in time order)."""

@@ -39,8 +39,9 @@ def analyze_command(
     format: str = typer.Option(
         "json",
         "--format",
-        help="Format of --output: json (full result), csv (emotion segments), rttm (speaker "
-        "turns) or emotionml (W3C EmotionML 1.0).",
+        help="Format of --output: json (full result), csv (emotion segments), windows-csv "
+        "(every analysis window with its probabilities), rttm (speaker turns) or emotionml "
+        "(W3C EmotionML 1.0).",
     ),
     channels: str | None = typer.Option(
         None,

@@ -12,13 +12,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from callmood import __version__
 from callmood.alerts import RulesError
@@ -31,7 +34,7 @@ from callmood.audio import (
 )
 from callmood.errors import CallmoodError
 from callmood.inference import ModelLoadError
-from callmood.service.deps import require_api_token, resolve_credentials
+from callmood.service.deps import LOGIN_PATH, require_api_token, resolve_credentials
 from callmood.service.jobs import JobRunner, SharedModel
 from callmood.service.ratelimit import LoginRateLimiter
 from callmood.service.retention import RetentionTask
@@ -113,6 +116,33 @@ async def _validation_error_handler(request: Request, error: Exception) -> JSONR
             place = f"body field {name!r}"
         problems.append(f"{place}: {item.get('msg', 'invalid')}")
     return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+
+
+#: Pages outside the dashboard's router that a signed-out browser is sent to log in for.
+DOCUMENTATION_PATHS = ("/docs", "/openapi.json")
+
+
+def _browser_navigation(request: Request) -> bool:
+    # A person's browser opening a page (not a script or the pages' own API calls).
+    return not request.url.path.startswith("/api") and "text/html" in request.headers.get(
+        "accept", ""
+    )
+
+
+async def _http_error_handler(request: Request, error: Exception) -> Response:
+    """A browser gets pages for HTTP errors (404: a page with a way back; /docs signed out:
+    the login form, then back); the API and scripts keep the JSON `detail`."""
+    assert isinstance(error, StarletteHTTPException)
+    if _browser_navigation(request):
+        if error.status_code == 404:
+            from callmood.service.routes.pages import not_found_page
+
+            return not_found_page(request)
+        if error.status_code == 401 and request.url.path in DOCUMENTATION_PATHS:
+            return RedirectResponse(
+                f"{LOGIN_PATH}?next={quote(request.url.path, safe='')}", status_code=303
+            )
+    return await http_exception_handler(request, error)
 
 
 def _openapi_document(app: FastAPI) -> dict:
@@ -265,6 +295,7 @@ def create_app(
         settings.login_max_failures, settings.login_window_seconds
     )
     app.add_middleware(SecurityMiddleware)
+    app.add_exception_handler(StarletteHTTPException, _http_error_handler)
     app.add_exception_handler(CallmoodError, _callmood_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(DataError, _data_error_handler)

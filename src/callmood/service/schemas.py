@@ -6,7 +6,7 @@ Call results themselves are :class:`callmood.results.CallResult`, returned as th
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -165,6 +165,24 @@ class CallSummary(_Schema):
         )
 
 
+class CallUpdate(_Schema):
+    """A new name and/or new tags for a stored call (what is left out stays)."""
+
+    name: str | None = Field(None, min_length=1, max_length=300, description="Display name.")
+    tags: list[Annotated[str, Field(max_length=100)]] | None = Field(
+        None, max_length=50, description="Replace the tags (an empty list removes them all)."
+    )
+
+    _no_nul = field_validator("name", "tags")(refuse_nul)
+
+    @field_validator("name")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip() if value is not None else None
+
+
 class CallPage(_Schema):
     """One page of the call list (newest first); follow `next` for older calls."""
 
@@ -243,6 +261,14 @@ class StoredAlert(_Schema):
             acknowledged_at=alert.acknowledged_at,
             resolved_at=alert.resolved_at,
         )
+
+
+class AlertSelection(_Schema):
+    """Alerts to handle at once (the alerts page's "Acknowledge selected")."""
+
+    ids: list[Annotated[int, Field(ge=0, le=2**63 - 1)]] = Field(
+        min_length=1, max_length=500, description="Alert ids, at most 500."
+    )
 
 
 class AlertPage(_Schema):

@@ -30,6 +30,7 @@ from callmood.store.repository import (
     CallFilter,
     NotFoundError,
     StoreConflictError,
+    alert_rule_names,
     call_result,
     create_job,
     delete_call,
@@ -44,11 +45,13 @@ from callmood.store.repository import (
     mark_job_running,
     new_id,
     normalise_tags,
+    open_alert_counts,
     purge_calls,
     referenced_audio_paths,
     save_call_result,
     set_alert_state,
     unfinished_jobs,
+    update_call,
 )
 
 __all__ = [
@@ -72,7 +75,9 @@ __all__ = [
     "get_alert",
     "get_call",
     "get_job",
+    "alert_rule_names",
     "list_alerts",
+    "open_alert_counts",
     "list_calls",
     "make_session_factory",
     "mark_job_done",
@@ -86,5 +91,6 @@ __all__ = [
     "session_scope",
     "set_alert_state",
     "unfinished_jobs",
+    "update_call",
     "upgrade_database",
 ]

@@ -210,6 +210,32 @@ def get_call(session: Session, call_id: str) -> CallRecord:
     return call
 
 
+def update_call(
+    session: Session, call_id: str, *, name: str | None = None, tags: list[str] | None = None
+) -> CallRecord:
+    """Rename a call and/or replace its tags (None leaves that part as it is).
+
+    Raises
+    ------
+    NotFoundError
+        No such call.
+    CallmoodError
+        A tag is longer than 100 characters.
+    """
+    call = get_call(session, call_id)
+    if name is not None:
+        call.name = name.strip()[:MAX_NAME_LENGTH]
+    if tags is not None:
+        wanted = normalise_tags(tags)
+        call.tags = [tag for tag in call.tags if tag.tag in wanted] + [
+            CallTag(call_id=call.id, tag=tag)
+            for tag in wanted
+            if tag not in {kept.tag for kept in call.tags}
+        ]
+    session.flush()
+    return call
+
+
 def call_result(call: CallRecord) -> CallResult:
     """The full analysis of a stored call, as a :class:`CallResult`."""
     return CallResult.model_validate_json(call.result_json)
@@ -371,10 +397,16 @@ def list_alerts(
     state: str | None = None,
     severity: str | None = None,
     call_id: str | None = None,
+    rule: str | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
     offset: int = 0,
     limit: int = 50,
 ) -> tuple[list[AlertRecord], int]:
-    """Alerts across calls, newest first, one page of them and the total count."""
+    """Alerts across calls, newest first, one page of them and the total count.
+
+    Every filter is optional; the dates (timezone-aware) bound when the alert was stored.
+    """
     # The call's name comes along; its (large) result does not.
     query = select(AlertRecord).options(
         selectinload(AlertRecord.call).load_only(CallRecord.id, CallRecord.name)
@@ -385,6 +417,12 @@ def list_alerts(
         query = query.where(AlertRecord.severity == severity)
     if call_id is not None:
         query = query.where(AlertRecord.call_id == call_id)
+    if rule is not None:
+        query = query.where(AlertRecord.rule == rule)
+    if created_from is not None:
+        query = query.where(AlertRecord.created_at >= created_from)
+    if created_to is not None:
+        query = query.where(AlertRecord.created_at <= created_to)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     page = (
         query.order_by(AlertRecord.created_at.desc(), AlertRecord.id.desc())
@@ -392,6 +430,26 @@ def list_alerts(
         .limit(limit)
     )
     return list(session.scalars(page)), total
+
+
+def alert_rule_names(session: Session) -> list[str]:
+    """The names of the rules that raised the stored alerts, sorted."""
+    return list(session.scalars(select(AlertRecord.rule).distinct().order_by(AlertRecord.rule)))
+
+
+def open_alert_counts(session: Session, call_ids: list[str]) -> dict[str, int]:
+    """How many alerts of each call are still open (not acknowledged or resolved).
+
+    Calls without an open alert are left out (count 0).
+    """
+    if not call_ids:
+        return {}
+    rows = session.execute(
+        select(AlertRecord.call_id, func.count())
+        .where(AlertRecord.call_id.in_(call_ids), AlertRecord.state == "open")
+        .group_by(AlertRecord.call_id)
+    )
+    return {call_id: count for call_id, count in rows}
 
 
 def get_alert(session: Session, alert_id: int) -> AlertRecord:

@@ -1,16 +1,17 @@
-"""Alerts across calls: newest first, acknowledge, resolve."""
+"""Alerts across calls: newest first, filtered; acknowledge (one or many), resolve."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from sqlalchemy.orm import Session
 
 from callmood import store
 from callmood.service.deps import get_db, require_api_token
 from callmood.service.paging import MAX_OFFSET
-from callmood.service.schemas import AlertPage, StoredAlert
+from callmood.service.schemas import AlertPage, AlertSelection, StoredAlert
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"], dependencies=[Depends(require_api_token)])
 
@@ -19,13 +20,31 @@ router = APIRouter(prefix="/api/alerts", tags=["alerts"], dependencies=[Depends(
 def list_alerts(
     state: Literal["open", "acknowledged", "resolved"] | None = Query(None),
     severity: Literal["info", "warning", "critical"] | None = Query(None),
-    call_id: str | None = Query(None, description="Only this call's alerts."),
+    call_id: str | None = Query(None, max_length=64, description="Only this call's alerts."),
+    rule: str | None = Query(None, max_length=100, description="Only this rule's alerts."),
+    created_from: datetime | None = Query(None, description="Raised at or after (ISO 8601)."),
+    created_to: datetime | None = Query(None, description="Raised at or before (ISO 8601)."),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
     limit: int = Query(50, ge=1, le=500),
     session: Session = Depends(get_db),
 ) -> AlertPage:
+    start, end = _utc(created_from), _utc(created_to)
+    if start is not None and end is not None and start > end:
+        raise HTTPException(
+            status_code=422,
+            detail=f"query parameter 'created_to' ({end.isoformat()}) is before "
+            f"'created_from' ({start.isoformat()})",
+        )
     alerts, total = store.list_alerts(
-        session, state=state, severity=severity, call_id=call_id, offset=offset, limit=limit
+        session,
+        state=state,
+        severity=severity,
+        call_id=call_id,
+        rule=rule,
+        created_from=start,
+        created_to=end,
+        offset=offset,
+        limit=limit,
     )
     return AlertPage(
         items=[StoredAlert.from_record(alert) for alert in alerts],
@@ -33,6 +52,31 @@ def list_alerts(
         offset=offset,
         limit=limit,
     )
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    # A time without a zone is read as UTC, the zone everything is stored in.
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+@router.post(
+    "/acknowledge",
+    response_model=list[StoredAlert],
+    summary="Acknowledge many alerts",
+    responses={404: {"description": "An id is no alert; nothing was changed"}},
+)
+def acknowledge_alerts(
+    selection: AlertSelection, session: Session = Depends(get_db)
+) -> list[StoredAlert]:
+    """Acknowledge every alert of `ids` at once: all of them, or (an unknown id) none."""
+    alerts = [
+        store.set_alert_state(session, alert_id, "acknowledged")
+        for alert_id in dict.fromkeys(selection.ids)
+    ]
+    session.commit()  # only reached when every id was found
+    return [StoredAlert.from_record(alert) for alert in alerts]
 
 
 #: Alert ids are database integers (64-bit); a larger number is refused, not sent to the database.

@@ -3,6 +3,7 @@ deletion."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -25,6 +26,7 @@ from callmood.service.paging import (
 from callmood.service.schemas import (
     CallPage,
     CallSummary,
+    CallUpdate,
     JobAccepted,
     JobStatus,
     SpeakerTimeline,
@@ -36,14 +38,23 @@ from callmood.settings import Settings
 
 router = APIRouter(prefix="/api", tags=["calls"], dependencies=[Depends(require_api_token)])
 
-ExportFormat = Literal["json", "csv", "rttm", "emotionml"]
+ExportFormat = Literal["json", "csv", "windows-csv", "rttm", "emotionml"]
 EXPORT_MEDIA_TYPES = {
     "json": "application/json",
     "csv": "text/csv; charset=utf-8",
+    "windows-csv": "text/csv; charset=utf-8",
     "rttm": "text/plain; charset=utf-8",
     "emotionml": "application/emotionml+xml",
 }
-EXPORT_SUFFIXES = {"json": "json", "csv": "csv", "rttm": "rttm", "emotionml": "emotionml.xml"}
+EXPORT_SUFFIXES = {
+    "json": "json",
+    "csv": "segments.csv",
+    "windows-csv": "windows.csv",
+    "rttm": "rttm",
+    "emotionml": "emotionml.xml",
+}
+#: Endings of recording names left out of export file names ("demo_call.flac" -> "demo_call").
+AUDIO_SUFFIXES = re.compile(r"\.(wav|flac|mp3|ogg|opus|m4a|aac|webm|wma|aiff?)$", re.IGNORECASE)
 
 # The upload body is parsed by hand (streamed to disk), so describe it for OpenAPI here.
 _UPLOAD_FORM_SCHEMA = {
@@ -63,6 +74,14 @@ _UPLOAD_OPENAPI = {
         "content": {"multipart/form-data": {"schema": _UPLOAD_FORM_SCHEMA}},
     }
 }
+
+
+def export_file_stem(name: str, call_id: str) -> str:
+    """A file name (ASCII letters, digits, '.', '_', '-') from the call's name; its id when
+    nothing of the name is left."""
+    stem = AUDIO_SUFFIXES.sub("", name.strip())
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")[:100]
+    return stem or call_id
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -203,22 +222,30 @@ def get_audio(
 def export_call(
     call_id: str, export_format: ExportFormat, session: Session = Depends(get_db)
 ) -> Response:
-    """The result as JSON, CSV (one row per window), RTTM (speaker turns) or W3C EmotionML."""
+    """The result as JSON, CSV (`csv`: one row per emotion segment; `windows-csv`: one row
+    per analysis window), RTTM (speaker turns) or W3C EmotionML.
+
+    The file is named after the call (e.g. `demo_call.windows.csv`).
+    """
     from callmood import exports
 
     call = store.get_call(session, call_id)
-    writer = {
-        "json": exports.to_json,
-        "csv": exports.to_csv,
-        "rttm": exports.to_rttm,
-        "emotionml": exports.to_emotionml,
-    }[export_format]
-    filename = f"{call.id}.{EXPORT_SUFFIXES[export_format]}"
+    filename = f"{export_file_stem(call.name, call.id)}.{EXPORT_SUFFIXES[export_format]}"
     return Response(
-        content=writer(store.call_result(call)),
+        content=exports.export(store.call_result(call), export_format),
         media_type=EXPORT_MEDIA_TYPES[export_format],
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+@router.patch("/calls/{call_id}", response_model=CallSummary, summary="Rename or retag a call")
+def update_call(
+    call_id: str, change: CallUpdate, session: Session = Depends(get_db)
+) -> CallSummary:
+    """Set the call's `name` and/or replace its `tags`; fields left out stay as they are."""
+    call = store.update_call(session, call_id, name=change.name, tags=change.tags)
+    session.commit()
+    return CallSummary.from_record(call)
 
 
 @router.delete("/calls/{call_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a call")

@@ -7,14 +7,15 @@ session's CSRF token (the `csrf-token` meta tag of every signed-in page).
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from markdown_it import MarkdownIt
 from sqlalchemy.orm import Session
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session
 from callmood import store
 from callmood.errors import CallmoodError
 from callmood.labels import EMOTIONS
-from callmood.results import CallResult
+from callmood.results import CallResult, Severity
 from callmood.service import deps
 from callmood.service.jobs import describe_model
 from callmood.service.paging import (
@@ -36,6 +37,7 @@ from callmood.service.routes.stream import PARTIAL_TAG
 from callmood.settings import TOKEN_FILE_NAME
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
+STATIC_DIR = TEMPLATES_DIR.with_name("static")
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 router = APIRouter(include_in_schema=False)
 pages = APIRouter(include_in_schema=False, dependencies=[Depends(deps.require_login)])
@@ -43,11 +45,13 @@ pages = APIRouter(include_in_schema=False, dependencies=[Depends(deps.require_lo
 #: Export formats offered on the call page: (label, format name in the export API).
 EXPORT_FORMATS = (
     ("JSON (full result)", "json"),
-    ("CSV (windows)", "csv"),
+    ("CSV (windows)", "windows-csv"),
+    ("CSV (segments)", "csv"),
     ("RTTM (speaker segments)", "rttm"),
     ("EmotionML", "emotionml"),
 )
-ALERTS_PER_PAGE = 200
+#: Alert severities, mildest first (as the rules and the API name them).
+SEVERITIES = get_args(Severity)
 
 
 def _render(
@@ -61,9 +65,11 @@ def _render(
 
 
 def _duration(seconds: float | None) -> str:
+    """m:ss (h:mm:ss from an hour), in whole seconds cut down, as the audio player and the
+    pages' scripts (Callmood.formatSeconds) show them: one call, one duration."""
     if seconds is None:
         return "–"
-    whole = int(round(seconds))
+    whole = max(0, math.floor(seconds))
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
@@ -140,6 +146,23 @@ def logout() -> RedirectResponse:
     return response
 
 
+def not_found_page(request: Request) -> HTMLResponse:
+    """The page a browser gets for a path that is no page (the API answers JSON)."""
+    return _render(
+        request,
+        "error.html",
+        404,
+        title="Page not found",
+        message=f"There is no page at {request.url.path}.",
+    )
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> FileResponse:
+    """The tab icon (browsers ask for /favicon.ico whatever the page says)."""
+    return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
+
+
 @pages.get("/", include_in_schema=False)
 def home() -> RedirectResponse:
     """The calls list is the home page."""
@@ -185,6 +208,24 @@ def _optional_date(value: str | None) -> date | None:
         return None
 
 
+def _model_emotions(request: Request) -> list[str]:
+    """The emotions the server's model tells apart (all known ones if it cannot load)."""
+    try:
+        return list(request.app.state.model.get().labels)
+    except CallmoodError:
+        return [emotion for emotion in EMOTIONS if emotion != "unknown"]
+
+
+def _reversed_range(date_from: date | None, date_to: date | None) -> str | None:
+    if date_from is None or date_to is None or date_from <= date_to:
+        return None
+    return (
+        f"The “To” date {date_to.isoformat()} is before the “From” date "
+        f"{date_from.isoformat()}: swap them to see the calls in between. "
+        "The date range is ignored below."
+    )
+
+
 @pages.get("/calls", response_class=HTMLResponse)
 def calls_page(
     request: Request,
@@ -200,15 +241,21 @@ def calls_page(
 ) -> HTMLResponse:
     """The calls list with its filters, Older/Newer page links and the upload drop zone.
 
-    Filter values that do not parse are ignored (a bad bookmark shows all calls).
+    Filter values that do not parse are ignored (a bad bookmark shows all calls); a
+    reversed date range is ignored with a message saying so.
     """
     start = _page_number(offset, 0, low=0, high=MAX_OFFSET)
     per_page = _page_number(limit, DEFAULT_PAGE_SIZE, low=1, high=MAX_PAGE_SIZE)
+    emotions = _model_emotions(request)
+    first_day, last_day = _optional_date(date_from), _optional_date(date_to)
+    filter_error = _reversed_range(first_day, last_day)
+    if filter_error:
+        first_day = last_day = None
     filters = {
-        "date_from": _optional_date(date_from),
-        "date_to": _optional_date(date_to),
+        "date_from": first_day,
+        "date_to": last_day,
         "has_alerts": _optional_bool(has_alerts),
-        "emotion": emotion if emotion in EMOTIONS else None,
+        "emotion": emotion if emotion in emotions else None,
         "min_negativity": _optional_float(min_negativity),
         "q": (q or "").strip() or None,
     }
@@ -221,6 +268,7 @@ def calls_page(
         search=filters["q"],
     )
     records, total = store.list_calls(db, call_filter, offset=start, limit=per_page)
+    open_alerts = store.open_alert_counts(db, [record.id for record in records])
     neighbours = page_offsets(start, per_page, total)
     calls = [
         {
@@ -231,6 +279,7 @@ def calls_page(
             "negativity": record.negativity,
             "dominant_emotion": record.dominant_emotion,
             "alert_count": record.alert_count,
+            "open_alerts": open_alerts.get(record.id, 0),
             "tags": record.tag_names,
         }
         for record in records
@@ -249,8 +298,11 @@ def calls_page(
         older_url=link_with_offset(request.url, neighbours.next),
         newer_url=link_with_offset(request.url, neighbours.previous),
         filters=filters,
+        filter_error=filter_error,
+        # The typed dates stay in the form even when the range is ignored, to be corrected.
+        typed_dates={"date_from": date_from or "", "date_to": date_to or ""},
         filtered=any(value is not None for value in filters.values()),
-        emotions=[emotion for emotion in EMOTIONS if emotion != "unknown"],
+        emotions=emotions,
         max_upload_mb=f"{request.app.state.settings.max_upload_mb:g}",
     )
 
@@ -318,6 +370,31 @@ def _scores_view(result: CallResult) -> list[dict[str, Any]]:
     return views
 
 
+def _conversation_view(result: CallResult) -> dict[str, Any]:
+    """Who talked how much: every speaker's talk time and silence share (measured for the
+    agent too, even when its emotions are not analysed), the talk ratio and the overtalk."""
+    speakers = [
+        {
+            "speaker": speaker,
+            "talk": _duration(found.scores.talk_seconds),
+            "silence": f"{found.scores.silence_share:.0%}",
+        }
+        for speaker, found in result.speakers.items()
+    ]
+    talk = {speaker: found.scores.talk_seconds for speaker, found in result.speakers.items()}
+    both = talk.get("customer", 0.0) + talk.get("agent", 0.0)
+    overtalk = result.overtalk_seconds()
+    return {
+        "speakers": speakers,
+        # The agent's share of the two parties' talk: 50 % is an even conversation.
+        "agent_share": f"{talk['agent'] / both:.0%}" if "agent" in talk and both > 0 else "–",
+        "overtalk": "–" if overtalk is None else f"{overtalk:.1f} s",
+        "overtalk_share": f"{overtalk / result.duration_seconds:.0%}"
+        if overtalk is not None and result.duration_seconds > 0
+        else None,
+    }
+
+
 @pages.get("/calls/{call_id}", response_class=HTMLResponse)
 def call_page(request: Request, call_id: str, db: Session = Depends(deps.get_db)) -> HTMLResponse:
     """One call: player, timeline, probability curves, alerts, scores, exports."""
@@ -333,6 +410,14 @@ def call_page(request: Request, call_id: str, db: Session = Depends(deps.get_db)
             "id": stored_alerts[alert.id].id if alert.id in stored_alerts else None,
             "opened_at": alert.opened_at,
             "opened": _duration(alert.opened_at),
+            # Results stored before confirmed_at existed: opened is when it was confirmed.
+            "confirmed_at": alert.confirmed_at
+            if alert.confirmed_at is not None
+            else alert.opened_at,
+            "confirmed": _duration(
+                alert.confirmed_at if alert.confirmed_at is not None else alert.opened_at
+            ),
+            "closed_at": alert.closed_at,
             "closed": _duration(alert.closed_at),
             "severity": alert.severity,
             "rule": alert.rule,
@@ -357,6 +442,7 @@ def call_page(request: Request, call_id: str, db: Session = Depends(deps.get_db)
         ],
         alerts=alerts,
         scored_speakers=_scores_view(result),
+        conversation=_conversation_view(result),
         call_data=call_data,
         curve_speaker=call_data["curve_speaker"],
     )
@@ -373,11 +459,48 @@ def live_page(request: Request) -> HTMLResponse:
 
 @pages.get("/alerts", response_class=HTMLResponse)
 def alerts_page(
-    request: Request, state: str | None = None, db: Session = Depends(deps.get_db)
+    request: Request,
+    state: str | None = None,
+    severity: str | None = None,
+    rule: str | None = None,
+    call: str | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
+    offset: str | None = None,
+    limit: str | None = None,
+    db: Session = Depends(deps.get_db),
 ) -> HTMLResponse:
-    """All alerts, newest first, with acknowledge and resolve buttons."""
-    chosen_state = state if state in store.ALERT_STATES else None
-    records, total = store.list_alerts(db, state=chosen_state, limit=ALERTS_PER_PAGE)
+    """All alerts, newest first, filtered and paged, with acknowledge and resolve buttons.
+
+    Like the calls page: filter values that do not parse are ignored.
+    """
+    start = _page_number(offset, 0, low=0, high=MAX_OFFSET)
+    per_page = _page_number(limit, DEFAULT_PAGE_SIZE, low=1, high=MAX_PAGE_SIZE)
+    rules = store.alert_rule_names(db)
+    first_day, last_day = _optional_date(date_from), _optional_date(date_to)
+    filter_error = _reversed_range(first_day, last_day)
+    if filter_error:
+        first_day = last_day = None
+    filters = {
+        "state": state if state in store.ALERT_STATES else None,
+        "severity": severity if severity in SEVERITIES else None,
+        "rule": rule if rule in rules else None,
+        "call": (call or "").strip()[:64] or None,
+        "date_from": first_day,
+        "date_to": last_day,
+    }
+    records, total = store.list_alerts(
+        db,
+        state=filters["state"],
+        severity=filters["severity"],
+        rule=filters["rule"],
+        call_id=filters["call"],
+        created_from=_day_start(first_day),
+        created_to=_day_start(last_day, end=True),
+        offset=start,
+        limit=per_page,
+    )
+    neighbours = page_offsets(start, per_page, total)
     alerts = [
         {
             "id": record.id,
@@ -386,6 +509,7 @@ def alerts_page(
             "created_at": record.created_at,
             "opened_at": record.opened_at,
             "opened": _duration(record.opened_at),
+            "closed": _duration(record.closed_at),
             "severity": record.severity,
             "rule": record.rule,
             "speaker": record.speaker,
@@ -401,8 +525,18 @@ def alerts_page(
         active="Alerts",
         alerts=alerts,
         total=total,
-        state=chosen_state,
+        first_number=start + 1,
+        last_number=start + len(alerts),
+        older_url=link_with_offset(request.url, neighbours.next),
+        newer_url=link_with_offset(request.url, neighbours.previous),
+        custom_limit=per_page if per_page != DEFAULT_PAGE_SIZE else None,
+        filters=filters,
+        filter_error=filter_error,
+        typed_dates={"date_from": date_from or "", "date_to": date_to or ""},
+        filtered=any(value is not None for value in filters.values()),
         states=store.ALERT_STATES,
+        severities=SEVERITIES,
+        rules=rules,
     )
 
 

@@ -16,12 +16,29 @@ window.Callmood = (function () {
     return colourCache[emotion];
   }
 
+  // m:ss, h:mm:ss from an hour, in whole seconds cut down: the rule of the audio player and
+  // of the server-rendered pages (pages.py _duration), so one call shows one duration.
   function formatSeconds(seconds) {
-    if (seconds === null || seconds === undefined || isNaN(seconds)) return "–";
+    if (seconds === null || seconds === undefined || isNaN(seconds) || !isFinite(seconds)) return "–";
     const whole = Math.max(0, Math.floor(seconds));
-    const minutes = Math.floor(whole / 60);
+    const hours = Math.floor(whole / 3600);
+    const minutes = Math.floor((whole % 3600) / 60);
     const rest = String(whole % 60).padStart(2, "0");
-    return minutes + ":" + rest;
+    return hours ? hours + ":" + String(minutes).padStart(2, "0") + ":" + rest : minutes + ":" + rest;
+  }
+
+  // A filter form sends only the fields that are set, so its URLs stay short and readable
+  // (empty fields are disabled while submitting, enabled again when the page is shown).
+  function omitEmptyFields(form) {
+    if (!form) return;
+    form.addEventListener("submit", () => {
+      for (const field of form.elements) {
+        if (field.name && field.value === "") field.disabled = true;
+      }
+    });
+    window.addEventListener("pageshow", () => {
+      for (const field of form.elements) if (field.name) field.disabled = false;
+    });
   }
 
   function emotionChip(emotion) {
@@ -70,5 +87,7 @@ window.Callmood = (function () {
     element.hidden = !text;
   }
 
-  return { emotionColour, formatSeconds, emotionChip, legend, csrfHeaders, api, showMessage };
+  return {
+    emotionColour, formatSeconds, omitEmptyFields, emotionChip, legend, csrfHeaders, api, showMessage,
+  };
 })();

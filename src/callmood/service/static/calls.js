@@ -1,5 +1,7 @@
-// Calls page: drag-and-drop upload with a progress bar per file (XHR upload events),
-// then poll the analysis job and reload the list when the call is stored.
+// Calls page: drag-and-drop upload with the form's options and a progress bar per file (XHR
+// upload events), then poll the analysis job and refresh the list in place when the call is
+// stored. The page never reloads itself: that would abort the uploads still in flight and
+// wipe the messages of rejected files. Leaving while a file is still uploading asks first.
 "use strict";
 
 (function () {
@@ -7,11 +9,57 @@
   const input = document.getElementById("file-input");
   const list = document.getElementById("uploads");
   const POLL_MILLISECONDS = 1000;
+  const options = {
+    name: document.getElementById("upload-name"),
+    tags: document.getElementById("upload-tags"),
+    channels: document.getElementById("upload-channels"),
+    mono: document.getElementById("upload-mono"),
+    analyzeAgent: document.getElementById("upload-analyze-agent"),
+  };
+  let uploading = 0;  // requests whose body the server has not received yet
 
   // Negativity bars: the width is set here, since the CSP refuses inline style attributes.
-  document.querySelectorAll(".meter[data-fill]").forEach((meter) => {
-    meter.firstElementChild.style.width = meter.dataset.fill + "%";
+  function fillMeters(root) {
+    root.querySelectorAll(".meter[data-fill]").forEach((meter) => {
+      meter.firstElementChild.style.width = meter.dataset.fill + "%";
+    });
+  }
+  fillMeters(document);
+  Callmood.omitEmptyFields(document.getElementById("filters"));
+
+  // A mixed (mono) recording has no channels to order and no separate agent to analyse.
+  options.mono.addEventListener("change", () => {
+    options.channels.disabled = options.mono.checked;
+    options.analyzeAgent.disabled = options.mono.checked;
   });
+
+  window.addEventListener("beforeunload", (event) => {
+    if (uploading > 0) {
+      event.preventDefault();
+      event.returnValue = "";  // older browsers need it set to ask
+    }
+  });
+
+  // The list as the server renders it now (same URL: same filters and page), swapped in.
+  async function refreshList() {
+    try {
+      const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+      if (!response.ok) return;
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      for (const selector of ["#calls tbody", "#count"]) {
+        const now = document.querySelector(selector);
+        const next = fresh.querySelector(selector);
+        if (now && next) now.replaceWith(next);
+      }
+      const pager = document.getElementById("pager");
+      const freshPager = fresh.getElementById("pager");
+      if (pager) pager.remove();
+      if (freshPager) document.querySelector("#calls").closest(".table-scroll").after(freshPager);
+      fillMeters(document.getElementById("calls"));
+    } catch (error) {
+      // The list stays as it was; the upload's own link still leads to the call.
+    }
+  }
 
   function row(file) {
     const item = document.createElement("li");
@@ -50,7 +98,7 @@
         link.textContent = "analysed: open";
         view.state.append(link);
         view.state.className = "small upload-state done";
-        setTimeout(() => location.reload(), 800);
+        await refreshList();
         return;
       }
       if (job.state === "failed") {
@@ -62,9 +110,29 @@
     }
   }
 
-  function upload(file) {
+  // The form fields of the upload API (see UploadOptions), from the options fieldset.
+  function formFields(file, count) {
+    const fields = {};
+    const name = options.name.value.trim();
+    if (name) fields.name = count > 1 ? name + " (" + file.name + ")" : name;
+    if (options.tags.value.trim()) fields.tags = options.tags.value;
+    if (options.mono.checked) {
+      fields.mono = "true";
+    } else {
+      if (options.channels.value === "swapped") {
+        fields.customer_channel = "1";
+        fields.agent_channel = "0";
+      }
+      if (options.analyzeAgent.checked) fields.analyze_agent = "true";
+    }
+    return fields;
+  }
+
+  function upload(file, fields) {
     const view = row(file);
     const form = new FormData();
+    // Fields first: the server reads the form as a stream, options before the file.
+    Object.entries(fields).forEach(([name, value]) => form.append(name, value));
     form.append("file", file, file.name);
     const request = new XMLHttpRequest();
     request.open("POST", "/api/calls");
@@ -73,6 +141,8 @@
     request.upload.addEventListener("progress", (event) => {
       if (event.lengthComputable) view.bar.value = Math.round((event.loaded / event.total) * 100);
     });
+    uploading += 1;
+    request.addEventListener("loadend", () => { uploading -= 1; });
     request.addEventListener("load", () => {
       const body = request.response || {};
       if (request.status >= 200 && request.status < 300) {
@@ -85,10 +155,14 @@
       }
     });
     request.addEventListener("error", () => fail(view, "upload failed: the server did not answer"));
+    request.addEventListener("abort", () => fail(view, "upload cancelled: nothing was stored"));
     request.send(form);
   }
 
-  function uploadAll(files) { Array.from(files).forEach(upload); }
+  function uploadAll(files) {
+    const chosen = Array.from(files);
+    chosen.forEach((file) => upload(file, formFields(file, chosen.length)));
+  }
 
   ["dragenter", "dragover"].forEach((kind) => dropzone.addEventListener(kind, (event) => {
     event.preventDefault();
