@@ -213,6 +213,7 @@ def test_exports_in_every_format(client, stereo_call):
     expected_start = {
         "json": "{",
         "csv": "call_id,",
+        "windows-csv": "call_id,speaker,start,end,emotion",
         "rttm": "SPEAKER",
         "emotionml": "<?xml",
     }
@@ -220,7 +221,8 @@ def test_exports_in_every_format(client, stereo_call):
         response = client.get(f"/api/calls/{call_id}/export/{export_format}", headers=AUTH)
         assert response.status_code == 200, export_format
         assert response.text.startswith(start), export_format
-        assert call_id in response.headers["content-disposition"]
+        # Named after the call ("call.flac"), not its hex id.
+        assert 'filename="call.' in response.headers["content-disposition"]
     assert json.loads(client.get(f"/api/calls/{call_id}/export/json", headers=AUTH).text)[
         "call_id"
     ] == (call_id)

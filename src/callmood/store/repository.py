@@ -173,7 +173,6 @@ def save_call_result(
             )
             for segment in speaker_result.segments
         )
-    now = utc_now()
     call.alerts = [
         AlertRecord(
             alert_key=alert.id[:200],
@@ -186,7 +185,8 @@ def save_call_result(
             value=alert.value,
             message=alert.message,
             evidence=[window.model_dump() for window in alert.evidence],
-            created_at=now,
+            # Raised when the call was stored (a backdated import's alerts are as old).
+            created_at=call.created_at,
             state="open",
         )
         for alert in result.alerts

@@ -4,6 +4,7 @@ deletion."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -80,6 +81,8 @@ def export_file_stem(name: str, call_id: str) -> str:
     """A file name (ASCII letters, digits, '.', '_', '-') from the call's name; its id when
     nothing of the name is left."""
     stem = AUDIO_SUFFIXES.sub("", name.strip())
+    # Accents dropped rather than the letters ("Ärger" -> "Arger").
+    stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")[:100]
     return stem or call_id
 
