@@ -147,3 +147,53 @@ def test_docs_send_a_signed_out_browser_to_login_and_keep_401_for_scripts(client
     assert browser.status_code == 303 and browser.headers["location"] == "/login?next=%2Fdocs"
     assert client.get("/docs").status_code == 401
     assert client.get("/docs", headers=AUTH).status_code == 200
+
+
+def _seed_for_sorting(client) -> None:  # noqa: F811
+    now = datetime.now(UTC)
+    for index, (emotions, rules) in enumerate(
+        [
+            (("neutral",), ()),
+            (("angry", "angry", "angry", "angry"), ("a", "b")),
+            (("sad", "neutral"), ("a",)),
+        ]
+    ):
+        store_result(
+            client,
+            make_call_result(f"c{index}", customer_emotions=emotions, alert_rules=rules),
+            name=f"Call {index}",
+            created_at=now - timedelta(minutes=index),
+        )
+
+
+@pytest.mark.parametrize(
+    ("sort", "expected"),
+    [
+        (None, ["c0", "c1", "c2"]),
+        ("date", ["c2", "c1", "c0"]),
+        ("-duration", ["c1", "c2", "c0"]),
+        ("duration", ["c0", "c2", "c1"]),
+        ("-negativity", ["c1", "c2", "c0"]),
+        ("-alerts", ["c1", "c2", "c0"]),
+    ],
+)
+def test_calls_sort_by_date_duration_negativity_and_open_alerts(client, sort, expected):  # noqa: F811
+    _seed_for_sorting(client)
+    params = {"sort": sort} if sort else {}
+    items = client.get("/api/calls", headers=AUTH, params=params).json()["items"]
+    assert [call["id"] for call in items] == expected
+
+
+def test_sorting_by_alerts_counts_open_ones_only(client):  # noqa: F811
+    _seed_for_sorting(client)
+    for alert in client.get("/api/alerts", headers=AUTH, params={"call_id": "c1"}).json()["items"]:
+        client.post(f"/api/alerts/{alert['id']}/resolve", headers=AUTH)
+    items = client.get("/api/calls", headers=AUTH, params={"sort": "-alerts"}).json()["items"]
+    assert items[0]["id"] == "c2"
+
+
+@pytest.mark.parametrize("sort", ["name", "--date", "DATE", ""])
+def test_an_unknown_sort_is_a_422_naming_the_choices(client, sort):  # noqa: F811
+    response = client.get("/api/calls", headers=AUTH, params={"sort": sort})
+    assert response.status_code == 422
+    assert "'sort'" in response.json()["detail"] and "-negativity" in response.json()["detail"]

@@ -442,3 +442,156 @@ def test_filter_urls_leave_out_empty_fields(browser, server):
     page.wait_for_url("**/calls?has_alerts=true")
     assert page.url.endswith("/calls?has_alerts=true")
     context.close()
+
+
+# ------------------------------------------------------------------ the call page
+
+
+def test_call_page_shows_talk_times_talk_ratio_and_overtalk(browser, server, demo_call):
+    context, page = signed_in_page(browser, server)
+    page.goto(f"{server}/calls/{demo_call}")
+    card = page.locator("#conversation")
+    assert "Customer talk time" in card.inner_text() and "Agent talk time" in card.inner_text()
+    assert re.fullmatch(r"\d+%", page.locator("#talk-ratio").inner_text())
+    assert re.fullmatch(r"\d+\.\d s", page.locator("#overtalk").inner_text())
+    context.close()
+
+
+def test_timeline_zooms_pans_and_names_the_values_under_the_mouse(browser, server, demo_call):
+    context, page = signed_in_page(browser, server)
+    page.goto(f"{server}/calls/{demo_call}")
+    box = page.locator("#timeline").bounding_box()
+    # Wheel over the middle of the customer lane: zoomed in around that moment.
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 15)
+    page.mouse.wheel(0, -300)
+    page.locator("#zoom-range", has_text="showing").wait_for()
+    zoomed = page.locator("#zoom-range").inner_text()
+    tip = page.locator("#timeline-tip")
+    page.mouse.move(box["x"] + box["width"] / 2 + 5, box["y"] + 15)
+    tip.wait_for(state="visible")
+    assert "customer" in tip.inner_text() and re.match(r"\d+:\d\d", tip.inner_text())
+    # Drag to the left: later parts of the call come into view, in both drawings.
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 4, box["y"] + 15, steps=5)
+    page.mouse.up()
+    panned = page.locator("#zoom-range").inner_text()
+    assert panned != zoomed
+    views = page.evaluate(
+        "() => [document.getElementById('zoom-range').textContent, "
+        "document.getElementById('curves').width > 0]"
+    )
+    assert views[1]
+    curves = page.locator("#curves").bounding_box()
+    page.mouse.move(curves["x"] + curves["width"] / 2, curves["y"] + 40)
+    page.locator("#curves-tip").wait_for(state="visible")
+    page.click("#zoom-reset")
+    assert page.locator("#zoom-range").inner_text() == ""
+    context.close()
+
+
+def test_alerts_are_acknowledged_and_resolved_on_the_call_page(browser, server):
+    context, page = signed_in_page(browser, server)
+    page.goto(f"{server}/calls/many-alerts")
+    row = page.locator("#alerts tbody tr", has_text="rule_007")
+    row.locator("button.ack").click()
+    row.locator(".badge.state", has_text="acknowledged").wait_for()
+    row.locator("button.resolve").click()
+    row.locator(".badge.state", has_text="resolved").wait_for()
+    page.reload()
+    assert row.locator(".badge.state").inner_text() == "resolved"
+    context.close()
+
+
+def test_a_call_is_renamed_retagged_and_deleted_from_its_page(browser, server, seeded_app):
+    from callmood import store
+
+    with store.session_scope(seeded_app.state.session_factory) as session:
+        store.save_call_result(session, make_call_result("to-edit"), name="Typo nmae")
+    context, page = signed_in_page(browser, server)
+    page.goto(f"{server}/calls/to-edit")
+    page.click("#call-edit summary")
+    page.fill("#edit-name", "Typo name")
+    page.fill("#edit-tags", "Escalated, billing")
+    page.click("#edit-form button[type=submit]")
+    page.locator("#message.ok").wait_for()
+    assert page.locator("#call-name").inner_text() == "Typo name"
+    assert page.locator("#call-tags .badge").all_inner_texts() == ["billing", "escalated"]
+    page.reload()
+    assert page.locator("#call-name").inner_text() == "Typo name"
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#call-edit summary")
+    page.click("#delete-call")
+    page.wait_for_url(f"{server}/calls")
+    assert page.locator("tr[data-call-id='to-edit']").count() == 0
+    assert page.goto(f"{server}/calls/to-edit").status == 404
+    context.close()
+
+
+# ------------------------------------------------------------------ the alerts page
+
+
+def test_alerts_page_filters_by_severity_rule_call_and_date(browser, server):
+    context, page = signed_in_page(browser, server)
+    page.goto(f"{server}/alerts")
+    page.select_option("select[name=rule]", "rule_042")
+    page.click("#filters button[type=submit]")
+    page.wait_for_url("**/alerts?rule=rule_042")
+    assert page.locator("#alerts tbody tr[data-alert-id]").count() == 1
+    page.goto(f"{server}/alerts?call=half-handled&severity=critical")
+    assert page.locator("#alerts tbody tr[data-alert-id]").count() == 2
+    page.goto(f"{server}/alerts?severity=info")
+    assert page.locator("#alerts tbody tr[data-alert-id]").count() == 0
+    assert "No alerts match" in page.locator("#alerts tbody").inner_text()
+    page.goto(f"{server}/alerts?date_from=2026-12-02&date_to=2026-11-01")
+    assert "before" in page.locator("#filter-error").inner_text()
+    context.close()
+
+
+def test_many_alerts_are_acknowledged_at_once_on_the_alerts_page(browser, server):
+    context, page = signed_in_page(browser, server)
+    page.goto(f"{server}/alerts?call=many-alerts&state=open")
+    rows = page.locator("#alerts tbody tr[data-alert-id]")
+    first_three = [rows.nth(index).get_attribute("data-alert-id") for index in range(3)]
+    for index in range(3):
+        rows.nth(index).locator("input.pick").check()
+    assert page.locator("#acknowledge-selected").inner_text() == "Acknowledge selected (3)"
+    page.click("#acknowledge-selected")
+    page.locator("#message.ok", has_text="3 alert(s) acknowledged").wait_for()
+    for alert_id in first_three:
+        state = page.locator(f"tr[data-alert-id='{alert_id}'] .badge.state")
+        assert state.inner_text() == "acknowledged"
+    page.reload()
+    shown = rows.evaluate_all("rows => rows.map(row => row.dataset.alertId)")
+    assert not set(first_three) & set(shown), "acknowledged alerts left the open list"
+    context.close()
+
+
+# ------------------------------------------------------------------ sorting
+
+
+def test_calls_sort_by_clicking_the_column_headers(browser, server, demo_call):
+    context, page = signed_in_page(browser, server)
+
+    def durations() -> list[str]:
+        return page.locator("#calls tbody td.duration").all_inner_texts()
+
+    def seconds(text: str) -> int:
+        minutes, secs = text.split(":")[-2:]
+        return int(minutes) * 60 + int(secs)
+
+    page.click("th a[data-sort=duration]")
+    page.wait_for_url("**/calls?sort=-duration")
+    assert [seconds(text) for text in durations()] == sorted(
+        (seconds(text) for text in durations()), reverse=True
+    )
+    assert "▼" in page.locator("th a[data-sort=duration]").inner_text()
+    page.click("th a[data-sort=duration]")
+    page.wait_for_url("**/calls?sort=duration")
+    assert [seconds(text) for text in durations()] == sorted(seconds(text) for text in durations())
+    # The filters keep the order.
+    page.select_option("select[name=has_alerts]", "true")
+    page.click("#filters button[type=submit]")
+    page.wait_for_url("**has_alerts=true**")
+    assert "sort=duration" in page.url
+    doc_screenshot(page, "calls-1366")
+    context.close()

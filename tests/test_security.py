@@ -37,6 +37,7 @@ ANONYMOUS_ROUTES = {
     ("POST", "/api/auth/login"): "logging in (throttled per address)",
     ("POST", "/api/auth/logout"): "it only deletes the caller's own cookie",
     ("GET", "/api/auth/status"): "it says only whether the caller is logged in",
+    ("GET", "/favicon.ico"): "the tab icon, a public file like /static",
 }
 # Mounted folders of public code and styles, with one file each to fetch.
 PUBLIC_MOUNTS = {"/static": "callmood.js", "/docs-assets": "swagger-ui-bundle.js"}

@@ -218,7 +218,9 @@ def print_summary(result: CallResult, target: Console | None = None) -> None:
         out.print("alerts: none")
         return
     alerts = Table(title=f"alerts ({len(result.alerts)})", title_justify="left")
-    for column in ("severity", "rule", "speaker", "opened", "closed", "message"):
+    # opened: where the condition began; confirmed: when the rule was met (a live stream
+    # raises the alert then).
+    for column in ("severity", "rule", "speaker", "opened", "confirmed", "closed", "message"):
         alerts.add_column(column)
     for alert in result.alerts:
         style = _SEVERITY_STYLE.get(alert.severity, "")
@@ -227,6 +229,7 @@ def print_summary(result: CallResult, target: Console | None = None) -> None:
             alert.rule,
             alert.speaker,
             _clock(alert.opened_at),
+            "-" if alert.confirmed_at is None else _clock(alert.confirmed_at),
             "-" if alert.closed_at is None else _clock(alert.closed_at),
             alert.message,
         )

@@ -27,6 +27,8 @@ from callmood.store.models import (
     WindowRecord,
 )
 from callmood.store.repository import (
+    CALL_SORT_KEYS,
+    CALL_SORTS,
     CallFilter,
     NotFoundError,
     StoreConflictError,
@@ -58,6 +60,8 @@ __all__ = [
     "ALERT_STATES",
     "JOB_STATES",
     "AlertRecord",
+    "CALL_SORT_KEYS",
+    "CALL_SORTS",
     "CallFilter",
     "CallRecord",
     "DatabaseError",

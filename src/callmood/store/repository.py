@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy import ScalarSelect, Select, delete, func, or_, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from callmood.errors import CallmoodError
@@ -288,19 +289,60 @@ def _filtered_calls(filters: CallFilter) -> Select[tuple[CallRecord]]:
     return query
 
 
+def _open_alerts_of_call() -> ScalarSelect[int]:
+    return (
+        select(func.count(AlertRecord.id))
+        .where(AlertRecord.call_id == CallRecord.id, AlertRecord.state == "open")
+        .scalar_subquery()
+    )
+
+
+#: What `list_calls` can sort by: name -> the column (or expression) compared.
+CALL_SORT_KEYS: dict[str, Callable[[], Any]] = {
+    "date": lambda: CallRecord.created_at,
+    "duration": lambda: CallRecord.duration_seconds,
+    "negativity": lambda: CallRecord.negativity,
+    "alerts": _open_alerts_of_call,  # open ones, as the list's badge counts them
+}
+#: Sort orders: a key ascending, or descending with a leading "-" ("-date": newest first).
+CALL_SORTS = tuple(f"{sign}{key}" for key in CALL_SORT_KEYS for sign in ("-", ""))
+
+
 def list_calls(
-    session: Session, filters: CallFilter | None = None, *, offset: int = 0, limit: int = 50
+    session: Session,
+    filters: CallFilter | None = None,
+    *,
+    offset: int = 0,
+    limit: int = 50,
+    sort: str = "-date",
 ) -> tuple[list[CallRecord], int]:
-    """Calls matching `filters`, newest first, one page of them and the total count.
+    """Calls matching `filters`, in `sort` order (newest first by default), one page of them
+    and the total count.
+
+    Calls without a value for the sort key (negativity of a call without speech) come last
+    either way; ties go newest first.
 
     Returns
     -------
     (calls, total)
         At most `limit` calls starting at `offset`, and how many match in all.
+
+    Raises
+    ------
+    CallmoodError
+        `sort` is not one of :data:`CALL_SORTS`.
     """
+    if sort not in CALL_SORTS:
+        raise CallmoodError(f"sort {sort!r}: must be one of {', '.join(CALL_SORTS)}")
+    column = CALL_SORT_KEYS[sort.lstrip("-")]()
+    order = column.desc() if sort.startswith("-") else column.asc()
     query = _filtered_calls(filters or CallFilter())
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = query.order_by(CallRecord.created_at.desc(), CallRecord.id).offset(offset).limit(limit)
+    page = (
+        query.order_by(order.nulls_last(), CallRecord.created_at.desc(), CallRecord.id)
+        .offset(offset)
+        .limit(limit)
+    )
     return list(session.scalars(page)), total
 
 

@@ -39,6 +39,8 @@ from callmood.settings import Settings
 
 router = APIRouter(prefix="/api", tags=["calls"], dependencies=[Depends(require_api_token)])
 
+#: Sort orders of the list: "-date" (newest first, the default), "duration", "-negativity", ...
+CallSort = Literal[store.CALL_SORTS]  # type: ignore[valid-type]
 ExportFormat = Literal["json", "csv", "windows-csv", "rttm", "emotionml"]
 EXPORT_MEDIA_TYPES = {
     "json": "application/json",
@@ -139,6 +141,11 @@ def list_calls(
     min_negativity: float | None = Query(None, ge=0, le=1, description="Negativity 0..1."),
     q: str | None = Query(None, max_length=200, description="Part of the name, or a whole tag."),
     tag: str | None = Query(None, max_length=100, description="Only calls with this tag."),
+    sort: CallSort = Query(
+        "-date",
+        description="Order: date, duration, negativity or alerts (open ones); a leading '-' "
+        "sorts descending. Calls without the value (no speech: no negativity) come last.",
+    ),
     offset: int = Query(
         0, ge=0, le=MAX_OFFSET, description="Skip this many matching calls (paging)."
     ),
@@ -150,7 +157,8 @@ def list_calls(
     ),
     session: Session = Depends(get_db),
 ) -> CallPage:
-    """Calls newest first, filtered; `total` counts all matches, `next` links the next page."""
+    """Calls filtered and sorted (newest first unless `sort` says otherwise); `total` counts
+    all matches, `next` links the next page."""
     filters = store.CallFilter(
         created_from=_utc(created_from),
         created_to=_utc(created_to),
@@ -160,7 +168,7 @@ def list_calls(
         search=q,
         tag=tag,
     )
-    calls, total = store.list_calls(session, filters, offset=offset, limit=limit)
+    calls, total = store.list_calls(session, filters, offset=offset, limit=limit, sort=sort)
     neighbours = page_offsets(offset, limit, total)
     return CallPage(
         items=[CallSummary.from_record(call) for call in calls],

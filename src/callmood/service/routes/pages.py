@@ -226,6 +226,31 @@ def _reversed_range(date_from: date | None, date_to: date | None) -> str | None:
     )
 
 
+DEFAULT_CALL_SORT = "-date"
+
+
+def _sort_links(url: Any, current: str) -> dict[str, dict[str, str | None]]:
+    """Per sortable column: the link that sorts by it (descending first, then flipping) and
+    the arrow showing the current order. Filters stay, the page starts again."""
+    links = {}
+    for key in store.CALL_SORT_KEYS:
+        if current == f"-{key}":
+            target, arrow = key, "▼"
+        elif current == key:
+            target, arrow = f"-{key}", "▲"
+        else:
+            target, arrow = f"-{key}", None
+        query = url.remove_query_params(["offset", "sort"])
+        if target != DEFAULT_CALL_SORT:
+            query = query.include_query_params(sort=target)
+        links[key] = {
+            "url": query.path + (f"?{query.query}" if query.query else ""),
+            "arrow": arrow,
+            "order": "descending" if current == f"-{key}" else "ascending",
+        }
+    return links
+
+
 @pages.get("/calls", response_class=HTMLResponse)
 def calls_page(
     request: Request,
@@ -235,11 +260,13 @@ def calls_page(
     emotion: str | None = None,
     min_negativity: str | None = None,
     q: str | None = None,
+    sort: str | None = None,
     offset: str | None = None,
     limit: str | None = None,
     db: Session = Depends(deps.get_db),
 ) -> HTMLResponse:
-    """The calls list with its filters, Older/Newer page links and the upload drop zone.
+    """The calls list with its filters, sortable columns, Older/Newer page links and the
+    upload drop zone.
 
     Filter values that do not parse are ignored (a bad bookmark shows all calls); a
     reversed date range is ignored with a message saying so.
@@ -267,7 +294,8 @@ def calls_page(
         min_negativity=filters["min_negativity"],
         search=filters["q"],
     )
-    records, total = store.list_calls(db, call_filter, offset=start, limit=per_page)
+    order = sort if sort in store.CALL_SORTS else DEFAULT_CALL_SORT
+    records, total = store.list_calls(db, call_filter, offset=start, limit=per_page, sort=order)
     open_alerts = store.open_alert_counts(db, [record.id for record in records])
     neighbours = page_offsets(start, per_page, total)
     calls = [
@@ -299,6 +327,8 @@ def calls_page(
         newer_url=link_with_offset(request.url, neighbours.previous),
         filters=filters,
         filter_error=filter_error,
+        sort=order if order != DEFAULT_CALL_SORT else None,
+        sort_links=_sort_links(request.url, order),
         # The typed dates stay in the form even when the range is ignored, to be corrected.
         typed_dates={"date_from": date_from or "", "date_to": date_to or ""},
         filtered=any(value is not None for value in filters.values()),
