@@ -105,9 +105,16 @@ def model_available() -> None:
 
 
 def doc_screenshot(page, name: str) -> None:
-    """A screenshot for docs/img/ (viewport only, so the PNGs stay small)."""
+    """A screenshot for docs/img/: the first screen only, in 256 colours, so the PNGs stay
+    small in the repository (Pillow comes with matplotlib)."""
+    from PIL import Image
+
     DOC_IMAGES.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(DOC_IMAGES / f"{name}.png"))
+    path = DOC_IMAGES / f"{name}.png"
+    page.screenshot(path=str(path))
+    with Image.open(path) as shot:
+        small = shot.convert("RGB").quantize(colors=256)
+    small.save(path, optimize=True)
 
 
 def signed_in_page(browser, server, viewport=LAPTOP, **context_options):
@@ -297,6 +304,9 @@ def test_alert_opens_where_the_condition_began_and_shows_when_it_was_confirmed(
     page.goto(f"{server}/calls/{demo_call}")
     row = page.locator("#alerts tbody tr", has_text="angry_customer").first
     jump = row.locator("a.jump")
+    table = page.locator("#alerts").bounding_box()
+    card = page.locator("#alerts-card").bounding_box()
+    assert table["x"] + table["width"] <= card["x"] + card["width"] + 1, "alerts stick out"
     opened = float(jump.get_attribute("data-time"))
     confirmed = float(row.get_attribute("data-confirmed"))
     closed = float(row.get_attribute("data-closed"))
@@ -304,11 +314,11 @@ def test_alert_opens_where_the_condition_began_and_shows_when_it_was_confirmed(
     assert confirmed - opened >= 5.9
     assert closed >= confirmed
     assert "confirmed" in row.inner_text()
+    doc_screenshot(page, "call-1366")
     jump.click()
     page.wait_for_function(
         f"() => Math.abs(document.getElementById('player').currentTime - {opened}) < 0.5"
     )
-    doc_screenshot(page, "call-1366")
     screenshot(page, "call-detail-alert-times")
     context.close()
 
@@ -451,7 +461,8 @@ def test_call_page_shows_talk_times_talk_ratio_and_overtalk(browser, server, dem
     context, page = signed_in_page(browser, server)
     page.goto(f"{server}/calls/{demo_call}")
     card = page.locator("#conversation")
-    assert "Customer talk time" in card.inner_text() and "Agent talk time" in card.inner_text()
+    text = card.inner_text().lower()  # the labels are upper case by CSS
+    assert "customer talk time" in text and "agent talk time" in text
     assert re.fullmatch(r"\d+%", page.locator("#talk-ratio").inner_text())
     assert re.fullmatch(r"\d+\.\d s", page.locator("#overtalk").inner_text())
     context.close()
@@ -539,9 +550,12 @@ def test_alerts_page_filters_by_severity_rule_call_and_date(browser, server):
     assert page.locator("#alerts tbody tr[data-alert-id]").count() == 1
     page.goto(f"{server}/alerts?call=half-handled&severity=critical")
     assert page.locator("#alerts tbody tr[data-alert-id]").count() == 2
-    page.goto(f"{server}/alerts?severity=info")
+    page.goto(f"{server}/alerts?severity=warning&call=many-alerts")
     assert page.locator("#alerts tbody tr[data-alert-id]").count() == 0
     assert "No alerts match" in page.locator("#alerts tbody").inner_text()
+    page.goto(f"{server}/alerts?severity=critical")
+    severities = page.locator("#alerts tbody tr[data-alert-id] td .badge.critical").count()
+    assert severities == page.locator("#alerts tbody tr[data-alert-id]").count() > 0
     page.goto(f"{server}/alerts?date_from=2026-12-02&date_to=2026-11-01")
     assert "before" in page.locator("#filter-error").inner_text()
     context.close()
