@@ -18,32 +18,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import test_browser
 from conftest import REPO_ROOT
 from service_support import make_call_result, serving
-from test_browser import DEMO_CALL, TIMEOUT_MS, TOKEN, launch, log_in, screenshot
+from test_browser import DEMO_CALL, TIMEOUT_MS, TOKEN, log_in, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+# test_browser.py's fixtures, one of each per module here too: Playwright, Chromium, the model.
+playwright = test_browser.playwright
+browser = test_browser.browser
+model_available = test_browser.model_available
 
 MANY_ALERTS = 239
 DOC_IMAGES = REPO_ROOT / "docs" / "img"
 PHONE = {"width": 390, "height": 844}
 LAPTOP = {"width": 1366, "height": 900}
 SPEECH_CLIP = "Actor_02/03-01-01-01-01-01-02.flac"
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
-def browser(playwright) -> Iterator[object]:
-    chromium = launch(playwright)
-    yield chromium
-    chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -90,18 +81,6 @@ def demo_call(browser, server, model_available) -> str:
     call_id = link.get_attribute("href").rsplit("/", 1)[-1]
     page.close()
     return call_id
-
-
-@pytest.fixture(scope="module")
-def model_available() -> None:
-    import os
-
-    from conftest import require
-
-    from callmood.inference import default_model_dir
-
-    model_dir = Path(os.environ.get("CALLMOOD_MODEL_DIR") or default_model_dir())
-    require((model_dir / "model.json").is_file(), f"no emotion model at {model_dir}")
 
 
 def doc_screenshot(page, name: str) -> None:
@@ -284,6 +263,7 @@ def test_no_page_is_wider_than_a_phone_and_the_menu_fits(browser, server, demo_c
             box = item.bounding_box()
             assert box["x"] + box["width"] <= PHONE["width"], f"{path}: menu item cut off"
             assert bar["y"] <= box["y"] and box["y"] + box["height"] <= bar["y"] + bar["height"]
+        screenshot(page, "phone-" + (path.strip("/").replace("/", "-") or "home"))
         if path in ("/calls", "/alerts", f"/calls/{demo_call}"):
             name = "call" if path.startswith("/calls/") else path.strip("/")
             doc_screenshot(page, f"{name}-390")

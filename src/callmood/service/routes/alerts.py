@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from callmood import store
 from callmood.service.deps import get_db, require_api_token
 from callmood.service.paging import MAX_OFFSET
+from callmood.service.routes.calls import query_time_utc
 from callmood.service.schemas import AlertPage, AlertSelection, StoredAlert
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"], dependencies=[Depends(require_api_token)])
@@ -28,7 +29,7 @@ def list_alerts(
     limit: int = Query(50, ge=1, le=500),
     session: Session = Depends(get_db),
 ) -> AlertPage:
-    start, end = _utc(created_from), _utc(created_to)
+    start, end = query_time_utc(created_from), query_time_utc(created_to)
     if start is not None and end is not None and start > end:
         raise HTTPException(
             status_code=422,
@@ -52,13 +53,6 @@ def list_alerts(
         offset=offset,
         limit=limit,
     )
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    # A time without a zone is read as UTC, the zone everything is stored in.
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 @router.post(

@@ -89,8 +89,9 @@ def export_file_stem(name: str, call_id: str) -> str:
     return stem or call_id
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    # A date without a zone in a query is read as UTC, the zone everything is stored in.
+def query_time_utc(moment: datetime | None) -> datetime | None:
+    """A time from a query parameter, timezone-aware: without a zone it is read as UTC,
+    the zone everything is stored in."""
     if moment is None:
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
@@ -160,8 +161,8 @@ def list_calls(
     """Calls filtered and sorted (newest first unless `sort` says otherwise); `total` counts
     all matches, `next` links the next page."""
     filters = store.CallFilter(
-        created_from=_utc(created_from),
-        created_to=_utc(created_to),
+        created_from=query_time_utc(created_from),
+        created_to=query_time_utc(created_to),
         has_alerts=has_alerts,
         dominant_emotion=dominant_emotion,
         min_negativity=min_negativity,
