@@ -368,11 +368,27 @@ def test_upload_form_sets_name_tags_and_agent_analysis(browser, server, model_av
     context.close()
 
 
-def test_upload_options_are_checked_before_sending(browser, server):
+def test_upload_form_sends_swapped_channels_and_mono(browser, server, seeded_app, model_available):
+    from callmood import store
+
     context, page = signed_in_page(browser, server)
     page.select_option("#upload-channels", "swapped")
+    page.set_input_files("#file-input", str(DEMO_CALL))
+    swapped = page.locator("#uploads a", has_text="analysed")
+    swapped.wait_for(timeout=TIMEOUT_MS)
     page.check("#upload-mono")
     assert page.locator("#upload-channels").is_disabled(), "mono has no channel order"
+    assert page.locator("#upload-analyze-agent").is_disabled(), "mono has no separate agent"
+    page.set_input_files("#file-input", str(DEMO_CALL))
+    page.locator("#uploads a", has_text="analysed").nth(1).wait_for(timeout=TIMEOUT_MS)
+    ids = [
+        link.get_attribute("href").rsplit("/", 1)[-1]
+        for link in page.locator("#uploads a", has_text="analysed").all()
+    ]
+    with store.session_scope(seeded_app.state.session_factory) as session:
+        results = [store.call_result(store.get_call(session, call_id)) for call_id in ids]
+    assert results[0].channels == {"customer": 1, "agent": 0}
+    assert list(results[1].speakers) == ["mixed"]
     context.close()
 
 
