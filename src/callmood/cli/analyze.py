@@ -219,15 +219,15 @@ def print_summary(result: CallResult, target: Console | None = None) -> None:
         return
     alerts = Table(title=f"alerts ({len(result.alerts)})", title_justify="left")
     # opened: where the condition began; confirmed: when the rule was met (a live stream
-    # raises the alert then).
-    for column in ("severity", "rule", "speaker", "opened", "confirmed", "closed", "message"):
-        alerts.add_column(column)
+    # raises the alert then). The message names the speaker, so no column does; the
+    # message wraps, the rest stay whole (a rule name is what a user greps for).
+    for column in ("severity", "rule", "opened", "confirmed", "closed", "message"):
+        alerts.add_column(column, no_wrap=column != "message")
     for alert in result.alerts:
         style = _SEVERITY_STYLE.get(alert.severity, "")
         alerts.add_row(
             f"[{style}]{alert.severity}[/]",
             alert.rule,
-            alert.speaker,
             _clock(alert.opened_at),
             "-" if alert.confirmed_at is None else _clock(alert.confirmed_at),
             "-" if alert.closed_at is None else _clock(alert.closed_at),

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from callmood import store
 from callmood.errors import CallmoodError
 from callmood.labels import EMOTIONS
-from callmood.results import CallResult, Severity
+from callmood.results import Alert, CallResult, Severity
 from callmood.service import deps
 from callmood.service.jobs import describe_model
 from callmood.service.paging import (
@@ -425,6 +425,26 @@ def _conversation_view(result: CallResult) -> dict[str, Any]:
     }
 
 
+def _alert_view(alert: Alert, stored: store.AlertRecord | None) -> dict[str, Any]:
+    """An alert of the call page: its span, when it was confirmed, and its stored state."""
+    # Results stored before confirmed_at existed: their opened_at is the confirmation.
+    confirmed_at = alert.confirmed_at if alert.confirmed_at is not None else alert.opened_at
+    return {
+        "id": stored.id if stored is not None else None,
+        "opened_at": alert.opened_at,
+        "opened": _duration(alert.opened_at),
+        "confirmed_at": confirmed_at,
+        "confirmed": _duration(confirmed_at),
+        "closed_at": alert.closed_at,
+        "closed": _duration(alert.closed_at),
+        "severity": alert.severity,
+        "rule": alert.rule,
+        "speaker": alert.speaker,
+        "message": alert.message,
+        "state": stored.state if stored is not None else "open",
+    }
+
+
 @pages.get("/calls/{call_id}", response_class=HTMLResponse)
 def call_page(request: Request, call_id: str, db: Session = Depends(deps.get_db)) -> HTMLResponse:
     """One call: player, timeline, probability curves, alerts, scores, exports."""
@@ -436,25 +456,7 @@ def call_page(request: Request, call_id: str, db: Session = Depends(deps.get_db)
     call_data = _call_data(result)
     stored_alerts = {alert.alert_key: alert for alert in record.alerts}
     alerts = [
-        {
-            "id": stored_alerts[alert.id].id if alert.id in stored_alerts else None,
-            "opened_at": alert.opened_at,
-            "opened": _duration(alert.opened_at),
-            # Results stored before confirmed_at existed: opened is when it was confirmed.
-            "confirmed_at": alert.confirmed_at
-            if alert.confirmed_at is not None
-            else alert.opened_at,
-            "confirmed": _duration(
-                alert.confirmed_at if alert.confirmed_at is not None else alert.opened_at
-            ),
-            "closed_at": alert.closed_at,
-            "closed": _duration(alert.closed_at),
-            "severity": alert.severity,
-            "rule": alert.rule,
-            "speaker": alert.speaker,
-            "message": alert.message,
-            "state": stored_alerts[alert.id].state if alert.id in stored_alerts else "open",
-        }
+        _alert_view(alert, stored_alerts.get(alert.id))
         for alert in sorted(result.alerts, key=lambda alert: alert.opened_at)
     ]
     return _render(
