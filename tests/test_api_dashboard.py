@@ -197,3 +197,21 @@ def test_an_unknown_sort_is_a_422_naming_the_choices(client, sort):  # noqa: F81
     response = client.get("/api/calls", headers=AUTH, params={"sort": sort})
     assert response.status_code == 422
     assert "'sort'" in response.json()["detail"] and "-negativity" in response.json()["detail"]
+
+
+def test_overtalk_is_the_time_both_parties_speak_at_once():
+    from callmood.results import SpeechStretch
+
+    result = make_call_result()  # customer speaks 0-9 s, the agent 0.5-2 s
+    assert result.overtalk_seconds() == pytest.approx(1.5)
+    result.speakers["agent"].speech = [
+        SpeechStretch(start=1.0, end=2.0),
+        SpeechStretch(start=8.0, end=12.0),  # runs past the customer's last word at 9 s
+    ]
+    result.speakers["customer"].speech = [
+        SpeechStretch(start=0.0, end=3.0),
+        SpeechStretch(start=5.0, end=9.0),
+    ]
+    assert result.overtalk_seconds() == pytest.approx(1.0 + 1.0)
+    del result.speakers["agent"]
+    assert result.overtalk_seconds() is None, "a mono or one-sided call has no overtalk"
