@@ -28,7 +28,7 @@ def require(condition: bool, reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real corpora folder (../shared/data): RAVDESS and EmoDB as 16 kHz FLAC."""
+    """The real corpora folder (../shared/data): RAVDESS, EmoDB and ASED as 16 kHz FLAC."""
     require((SHARED_DATA / "ravdess").is_dir(), f"real corpora not found at {SHARED_DATA}")
     return SHARED_DATA
 
@@ -41,3 +41,9 @@ def ravdess_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def emodb_dir(shared_data: Path) -> Path:
     return shared_data / "emodb"
+
+
+@pytest.fixture(scope="session")
+def ased_dir(shared_data: Path) -> Path:
+    require((shared_data / "ased").is_dir(), f"ASED not found at {shared_data / 'ased'}")
+    return shared_data / "ased"

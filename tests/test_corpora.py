@@ -162,7 +162,16 @@ def test_emodb_min_recognition_must_be_a_percentage(emodb_dir):
 
 
 def test_registry_lists_every_corpus_module():
-    assert set(CORPORA) == {"iemocap", "ravdess", "cremad", "tess", "savee", "emodb", "custom"}
+    assert set(CORPORA) == {
+        "iemocap",
+        "ravdess",
+        "cremad",
+        "tess",
+        "savee",
+        "emodb",
+        "ased",
+        "custom",
+    }
 
 
 def test_prepare_by_name_passes_corpus_options(emodb_dir):

@@ -93,6 +93,14 @@ CORPUS_LABEL_MAPS: dict[str, dict[str, str]] = {
         "T": "sad",
         "N": "neutral",
     },
+    # ASED: the emotion letter and folder number that start the file name.
+    "ased": {
+        "n1": "neutral",
+        "f2": "fearful",
+        "h3": "happy",
+        "s4": "sad",
+        "a5": "angry",
+    },
 }
 
 # Named label sets: the classes a model is trained on, in output order.
@@ -106,6 +114,8 @@ LABEL_SETS: dict[str, tuple[str, ...]] = {
     # Ekman's six basic emotions plus neutral (also the TESS and SAVEE classes).
     "ekman7": ("neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"),
     "cremad6": ("neutral", "happy", "sad", "angry", "fearful", "disgust"),
+    # ASED's five classes.
+    "ased5": ("neutral", "happy", "sad", "angry", "fearful"),
 }
 
 # Merges applied before a label is looked up in a set, when the set does not hold the label

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from callmood.corpora._common import CorpusError, CorpusWarning, ProgressCallback
+from callmood.corpora.ased import prepare_ased
 from callmood.corpora.cremad import prepare_cremad
 from callmood.corpora.custom import prepare_custom
 from callmood.corpora.emodb import prepare_emodb
@@ -28,6 +29,7 @@ CORPORA: dict[str, Callable[..., list[ManifestRow]]] = {
     "tess": prepare_tess,
     "savee": prepare_savee,
     "emodb": prepare_emodb,
+    "ased": prepare_ased,
     "custom": prepare_custom,
 }
 
@@ -36,6 +38,7 @@ __all__ = [
     "CorpusError",
     "CorpusWarning",
     "prepare",
+    "prepare_ased",
     "prepare_cremad",
     "prepare_custom",
     "prepare_emodb",
