@@ -160,3 +160,40 @@ def test_a_weight_for_a_corpus_not_in_the_training_data_is_an_error():
 def test_a_training_corpus_without_a_weight_is_an_error():
     with pytest.raises(TrainingConfigError, match="no weight to training corpus ased"):
         draw({"ravdess": 1, "emodb": 1}, epochs=1)
+
+
+def test_training_on_real_clips_checks_the_mapping_before_it_trains_and_then_trains(emodb_dir):
+    from callmood.corpora import prepare_emodb
+    from callmood.training.data import build_clip_set, map_labels
+    from callmood.training.loop import train_model
+
+    values = {
+        "corpora": [{"name": "emodb", "path": str(emodb_dir)}],
+        "label_set": "emodb7",
+        "classes": ["neutral", "angry"],
+        "model": {"cnn_channels": [4, 8, 16], "transformer_layers": 1},
+        "epochs": 1,
+        "batch_size": 8,
+        "crop_seconds": 1.0,
+        "validation": {"fraction": 0.0},
+        "export_onnx": False,
+    }
+    config = parse_training_config({**values, "corpus_balance": {"ravdess": 1}})
+    rows, labels = map_labels(prepare_emodb(emodb_dir), config.label_set)
+    kept = [(r, label) for r, label in zip(rows, labels, strict=True) if label in config.classes]
+    # Twelve clips of each class: enough to train one epoch, quick to featurise.
+    kept = [k for k in kept if k[1] == "angry"][:12] + [k for k in kept if k[1] == "neutral"][:12]
+    clips = build_clip_set(
+        [k[0] for k in kept],
+        [k[1] for k in kept],
+        config.class_names(),
+        config.feature_config(),
+        keep_waveforms=False,
+    )
+    train = np.arange(len(clips))
+    with pytest.raises(TrainingConfigError, match="ravdess, not in the training data"):
+        train_model(config, clips, train, np.array([], dtype=np.int64))
+
+    config = parse_training_config({**values, "corpus_balance": "equal"})
+    result = train_model(config, clips, train, np.array([], dtype=np.int64))
+    assert len(result.history) == 1
