@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -216,6 +217,14 @@ class TrainingConfig(_Strict):
         3.0, gt=0, description="analysis window recorded in the model package, seconds"
     )
     class_balance: Literal["weighted_loss", "balanced_sampler", "none"] = "weighted_loss"
+    corpus_balance: Literal["none", "equal"] | dict[str, float] = Field(
+        "none",
+        description=(
+            "share of each corpus in the clips drawn per epoch: `none` (as the corpora come), "
+            "`equal` (the same share each) or {corpus: weight} (shares proportional to the "
+            "weights); the sampler then also balances classes within each corpus"
+        ),
+    )
     trim_silence_db: float | None = Field(
         None,
         gt=0,
@@ -266,6 +275,34 @@ class TrainingConfig(_Strict):
     @classmethod
     def _corpora_as_list(cls, value: Any) -> Any:
         return [] if value is None else value
+
+    @field_validator("corpus_balance", mode="before")
+    @classmethod
+    def _corpus_balance_valid(cls, value: Any) -> Any:
+        # Checked here so the message names the bad value; pydantic's union error would not.
+        if isinstance(value, str):
+            if value not in ("none", "equal"):
+                raise ValueError(
+                    f"corpus_balance must be `none`, `equal` or a mapping corpus -> weight, "
+                    f"got `{value}`"
+                )
+            return value
+        if not isinstance(value, dict) or not value:
+            raise ValueError(
+                "corpus_balance must be `none`, `equal` or a non-empty mapping corpus -> weight, "
+                f"got {value!r}"
+            )
+        weights = {}
+        for name, weight in value.items():
+            # bool is an int to Python, but `true` as a weight is a mistake.
+            is_number = isinstance(weight, int | float) and not isinstance(weight, bool)
+            if not is_number or not math.isfinite(weight) or weight <= 0:
+                raise ValueError(
+                    f"corpus_balance weight of corpus `{name}` must be a positive number, "
+                    f"got {weight!r}"
+                )
+            weights[str(name)] = float(weight)
+        return weights
 
     @model_validator(mode="after")
     def _has_data(self) -> TrainingConfig:

@@ -7,7 +7,7 @@ extraction dominated the original project's epochs).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import torch
 
 from callmood.errors import CallmoodError
 from callmood.manifest import ManifestRow
-from callmood.training.config import TrainingConfig
+from callmood.training.config import TrainingConfig, TrainingConfigError
 
 
 class TrainingDataError(CallmoodError):
@@ -279,6 +279,70 @@ def random_crop(sequence: np.ndarray | torch.Tensor, length: int, rng: np.random
     return tiled[..., start : start + length]
 
 
+def corpus_shares(
+    corpora: np.ndarray, corpus_balance: str | Mapping[str, float]
+) -> dict[str, float] | None:
+    """Each training corpus's share of an epoch's draws under `corpus_balance` (None = as is).
+
+    Raises
+    ------
+    TrainingConfigError
+        A weighted corpus that is not in `corpora`, or a corpus in `corpora` without a weight.
+    """
+    if corpus_balance == "none":
+        return None
+    present = sorted(set(corpora.tolist()))
+    if corpus_balance == "equal":
+        return {name: 1.0 / len(present) for name in present}
+    assert isinstance(corpus_balance, Mapping)
+    unknown = sorted(set(corpus_balance) - set(present))
+    if unknown:
+        raise TrainingConfigError(
+            f"corpus_balance names {', '.join(unknown)}, not in the training data "
+            f"(its corpora: {', '.join(present)})"
+        )
+    missing = [name for name in present if name not in corpus_balance]
+    if missing:
+        raise TrainingConfigError(
+            f"corpus_balance gives no weight to training corpus {', '.join(missing)}"
+        )
+    total = sum(corpus_balance[name] for name in present)
+    return {name: corpus_balance[name] / total for name in present}
+
+
+def sampling_probabilities(
+    indices: np.ndarray,
+    targets: np.ndarray,
+    *,
+    balanced: bool,
+    corpora: np.ndarray | None = None,
+    corpus_balance: str | Mapping[str, float] = "none",
+) -> np.ndarray | None:
+    """The probability of drawing each of `indices`, or None for a plain permutation.
+
+    With `corpus_balance` each corpus gets its share (:func:`corpus_shares`) and,
+    within it, each of its classes the same part; otherwise with `balanced` each
+    class gets the same part of all draws.
+    """
+    shares = None if corpora is None else corpus_shares(corpora[indices], corpus_balance)
+    if shares is not None:
+        assert corpora is not None
+        weights = np.empty(len(indices))
+        for name, share in shares.items():
+            inside = corpora[indices] == name
+            classes, counts = np.unique(targets[indices][inside], return_counts=True)
+            per_class = dict(zip(classes.tolist(), counts.tolist(), strict=True))
+            weights[inside] = [
+                share / (len(classes) * per_class[t]) for t in targets[indices][inside].tolist()
+            ]
+        return weights / weights.sum()
+    if balanced:
+        counts = np.bincount(targets[indices])
+        weights = 1.0 / counts[targets[indices]]
+        return weights / weights.sum()
+    return None
+
+
 def epoch_batches(
     indices: np.ndarray,
     targets: np.ndarray,
@@ -286,21 +350,22 @@ def epoch_batches(
     rng: np.random.Generator,
     *,
     balanced: bool,
+    corpora: np.ndarray | None = None,
+    corpus_balance: str | Mapping[str, float] = "none",
 ) -> Iterator[np.ndarray]:
     """The batches of one epoch, ``len(indices) // batch_size`` of them (at least one).
 
-    With `balanced`, clips are drawn with replacement with probability
-    inversely proportional to their class frequency, so each class appears
-    about equally often; otherwise the epoch is a random permutation.
+    With `balanced` or a `corpus_balance`, clips are drawn with replacement with
+    :func:`sampling_probabilities` (each class, or each corpus and each class within
+    it, gets its share); otherwise the epoch is a random permutation.
     """
     num_batches = max(1, len(indices) // batch_size)
     size = min(batch_size, len(indices))
-    if balanced:
-        counts = np.bincount(targets[indices])
-        weights = 1.0 / counts[targets[indices]]
-        order = rng.choice(
-            indices, size=num_batches * size, replace=True, p=weights / weights.sum()
-        )
+    probabilities = sampling_probabilities(
+        indices, targets, balanced=balanced, corpora=corpora, corpus_balance=corpus_balance
+    )
+    if probabilities is not None:
+        order = rng.choice(indices, size=num_batches * size, replace=True, p=probabilities)
     else:
         order = rng.permutation(indices)[: num_batches * size]
     for b in range(num_batches):

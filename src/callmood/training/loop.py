@@ -23,6 +23,7 @@ from callmood.training.config import TrainingConfig, TrainingConfigError
 from callmood.training.data import (
     ClipSet,
     TrainingDataError,
+    corpus_shares,
     epoch_batches,
     frame_statistics,
     random_crop,
@@ -381,7 +382,15 @@ def train_model(
     )
     steps_per_epoch = max(1, len(train_indices) // config.batch_size)
     scheduler = _make_scheduler(config, optimizer, config.epochs * steps_per_epoch)
-    weights = class_weights(counts) if config.class_balance == "weighted_loss" else None
+    # A corpus-balanced sampler balances the classes already: weighting the loss too would
+    # count that twice.
+    weights = (
+        class_weights(counts)
+        if config.class_balance == "weighted_loss" and config.corpus_balance == "none"
+        else None
+    )
+    # Fails now, not after the first epoch, on corpora the mapping and the data disagree on.
+    corpus_shares(clips.corpora[train_indices], config.corpus_balance)
     make_batch = _BatchMaker(config, clips, train_indices, caller_prior)
     num_classes = len(clips.classes)
 
@@ -430,6 +439,8 @@ def train_model(
             config.batch_size,
             rng,
             balanced=config.class_balance == "balanced_sampler",
+            corpora=clips.corpora,
+            corpus_balance=config.corpus_balance,
         )
         for step, batch in enumerate(batches):
             features = make_batch(batch, rng)
