@@ -39,7 +39,11 @@ from callmood.service.jobs import JobRunner, SharedModel
 from callmood.service.ratelimit import LoginRateLimiter
 from callmood.service.retention import RetentionTask
 from callmood.service.rules_store import RulesStore
-from callmood.service.security import SecurityMiddleware, policy_with_inline_scripts
+from callmood.service.security import (
+    SecurityMiddleware,
+    policy_with_inline_scripts,
+    server_error_response,
+)
 from callmood.service.webhooks import WebhookDispatcher
 from callmood.settings import Settings
 from callmood.store import (
@@ -299,6 +303,7 @@ def create_app(
     app.add_exception_handler(CallmoodError, _callmood_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(DataError, _data_error_handler)
+    app.add_exception_handler(Exception, server_error_response)
 
     from callmood.service.routes import alerts, auth, calls, models, pages, rules, stream
 

@@ -13,6 +13,9 @@
   header are left alone: a browser never adds one to a request another site starts.
 
 WebSockets are not HTTP responses; /api/stream checks their Origin itself.
+
+An unhandled exception is answered by Starlette's ServerErrorMiddleware, outside every
+other middleware; `server_error_response` gives that 500 the same headers.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import re
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from callmood.service.deps import SAFE_METHODS
@@ -127,3 +131,13 @@ class SecurityMiddleware:
             await response(scope, receive, send_with_headers)
             return
         await self.app(scope, receive, send_with_headers)
+
+
+async def server_error_response(request: Request, error: Exception) -> Response:
+    """The 500 for an unhandled exception: a plain body, no traceback, the security headers.
+
+    Starlette's ServerErrorMiddleware calls this outside `SecurityMiddleware` (so the
+    headers are set here), then re-raises the exception for the server to log.
+    """
+    headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, **SECURITY_HEADERS}
+    return PlainTextResponse("Internal Server Error", status_code=500, headers=headers)

@@ -6,7 +6,7 @@ import json
 from typing import Literal
 
 import yaml
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from callmood.alerts import RulesError, RuleSet
@@ -16,6 +16,8 @@ from callmood.service.rules_store import to_yaml
 
 router = APIRouter(prefix="/api/rules", tags=["rules"], dependencies=[Depends(require_api_token)])
 
+#: The largest rules document accepted (a real one is a few KiB); checked before parsing.
+MAX_RULES_BYTES = 256 * 1024
 YAML_MEDIA_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/plain")
 
 _PUT_OPENAPI = {
@@ -44,16 +46,40 @@ def get_rules(
     return rules
 
 
+def _too_large(size: str) -> HTTPException:
+    return HTTPException(
+        413,
+        detail=f"rules document of {size}: larger than the limit of {MAX_RULES_BYTES} bytes",
+    )
+
+
+async def _read_limited_body(request: Request) -> bytes:
+    # Refused by its declared length, or else while streaming, so an oversized body is
+    # neither held in memory whole nor handed to the YAML parser.
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_RULES_BYTES:
+        raise _too_large(f"{int(declared)} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_RULES_BYTES:
+            raise _too_large(f"more than {MAX_RULES_BYTES} bytes")
+    return bytes(body)
+
+
 @router.put(
     "",
     response_model=RuleSet,
     summary="Replace the alert rules",
     openapi_extra=_PUT_OPENAPI,
-    responses={422: {"description": "The rules are invalid; `detail` says which and why"}},
+    responses={
+        413: {"description": "The document is larger than 256 KiB"},
+        422: {"description": "The rules are invalid; `detail` says which and why"},
+    },
 )
 async def put_rules(request: Request) -> RuleSet:
     """Replace every rule with the JSON (or YAML) document sent; the next call uses them."""
-    body = await request.body()
+    body = await _read_limited_body(request)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         data = load_yaml(body) if media_type in YAML_MEDIA_TYPES else json.loads(body)
