@@ -443,9 +443,8 @@ def evaluate_saved_model(
         on_clip=(lambda i: progress(i + 1, len(kept))) if progress else None,
     )
     caller_prior = package.caller_prior
-    metrics, predictions = predict_test_clips(
-        package.model, clips, np.arange(len(clips)), caller_prior
-    )
+    everything = np.arange(len(clips))
+    metrics, predictions = predict_test_clips(package.model, clips, everything, caller_prior)
     groups = tuple(sorted({row.group for row in kept}))
     outcome = FoldOutcome(
         name="held-out test",
@@ -457,6 +456,12 @@ def evaluate_saved_model(
         best_epoch=0,
         metrics=metrics,
         predictions=predictions,
+        # As the corpus protocols: a caller-normalised model is also judged as calls.
+        call_metrics=(
+            call_metrics(package.model, clips, everything, caller_prior)
+            if caller_prior is not None
+            else None
+        ),
     )
     return EvaluationResult(
         protocol="holdout",
