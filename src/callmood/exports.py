@@ -51,6 +51,19 @@ class ExportError(CallmoodError):
     """An unknown export format or an output that cannot be written."""
 
 
+#: First characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """`text` for a CSV cell that a spreadsheet opens as text, never as a formula.
+
+    User-typed text (call names, tags) starting like a formula gets a leading single quote,
+    which spreadsheets show as text: ``=HYPERLINK(...)`` becomes ``'=HYPERLINK(...)``.
+    """
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+
+
 def to_json(result: CallResult, *, indent: int | None = 2) -> str:
     """The full result as JSON (schema ``docs/call_result.schema.json``)."""
     return result.model_dump_json(indent=indent)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -332,18 +332,43 @@ def list_calls(
     CallmoodError
         `sort` is not one of :data:`CALL_SORTS`.
     """
+    query = _filtered_calls(filters or CallFilter())
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page = _sorted_calls(query, sort).offset(offset).limit(limit)
+    return list(session.scalars(page)), total
+
+
+def _sorted_calls(query: Select[tuple[CallRecord]], sort: str) -> Select[tuple[CallRecord]]:
     if sort not in CALL_SORTS:
         raise CallmoodError(f"sort {sort!r}: must be one of {', '.join(CALL_SORTS)}")
     column = CALL_SORT_KEYS[sort.lstrip("-")]()
     order = column.desc() if sort.startswith("-") else column.asc()
-    query = _filtered_calls(filters or CallFilter())
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = (
-        query.order_by(order.nulls_last(), CallRecord.created_at.desc(), CallRecord.id)
-        .offset(offset)
-        .limit(limit)
-    )
-    return list(session.scalars(page)), total
+    return query.order_by(order.nulls_last(), CallRecord.created_at.desc(), CallRecord.id)
+
+
+def iter_calls(
+    session: Session,
+    filters: CallFilter | None = None,
+    *,
+    sort: str = "-date",
+    batch_size: int = 500,
+) -> Iterator[list[CallRecord]]:
+    """All calls matching `filters`, in the order of :func:`list_calls`, in batches of at
+    most `batch_size`.
+
+    One query read in batches (a server-side cursor on PostgreSQL), so an export of many
+    thousand calls never holds them all in memory and cannot skip or repeat a call the way
+    page-by-page offsets could when calls arrive meanwhile.
+
+    Raises
+    ------
+    CallmoodError
+        `sort` is not one of :data:`CALL_SORTS`.
+    """
+    query = _sorted_calls(_filtered_calls(filters or CallFilter()), sort)
+    rows = session.scalars(query.execution_options(yield_per=batch_size))
+    for batch in rows.partitions():
+        yield list(batch)
 
 
 def _remove_files(paths: list[Path]) -> None:

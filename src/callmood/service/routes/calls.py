@@ -3,15 +3,19 @@ deletion."""
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
-from sqlalchemy.orm import Session
+from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy.orm import Session, sessionmaker
 
 from callmood import store
 from callmood.results import CallResult
@@ -132,9 +136,15 @@ def job_status(job_id: str, session: Session = Depends(get_db)) -> JobStatus:
     return JobStatus.from_record(store.get_job(session, job_id))
 
 
-@router.get("/calls", response_model=CallPage, summary="List and search stored calls")
-def list_calls(
-    request: Request,
+@dataclass(frozen=True)
+class CallListQuery:
+    """The filters and order of the call list, as `/api/calls` and `/api/calls.csv` read them."""
+
+    filters: store.CallFilter
+    sort: str
+
+
+def call_list_query(
     created_from: datetime | None = Query(None, description="Stored at or after (ISO 8601)."),
     created_to: datetime | None = Query(None, description="Stored at or before (ISO 8601)."),
     has_alerts: bool | None = Query(None, description="Only calls with (true) / without alerts."),
@@ -147,6 +157,27 @@ def list_calls(
         description="Order: date, duration, negativity or alerts (open ones); a leading '-' "
         "sorts descending. Calls without the value (no speech: no negativity) come last.",
     ),
+) -> CallListQuery:
+    """The list's query parameters; one dependency so that the list and its CSV download
+    select exactly the same calls."""
+    return CallListQuery(
+        filters=store.CallFilter(
+            created_from=query_time_utc(created_from),
+            created_to=query_time_utc(created_to),
+            has_alerts=has_alerts,
+            dominant_emotion=dominant_emotion,
+            min_negativity=min_negativity,
+            search=q,
+            tag=tag,
+        ),
+        sort=sort,
+    )
+
+
+@router.get("/calls", response_model=CallPage, summary="List and search stored calls")
+def list_calls(
+    request: Request,
+    selection: CallListQuery = Depends(call_list_query),
     offset: int = Query(
         0, ge=0, le=MAX_OFFSET, description="Skip this many matching calls (paging)."
     ),
@@ -160,16 +191,9 @@ def list_calls(
 ) -> CallPage:
     """Calls filtered and sorted (newest first unless `sort` says otherwise); `total` counts
     all matches, `next` links the next page."""
-    filters = store.CallFilter(
-        created_from=query_time_utc(created_from),
-        created_to=query_time_utc(created_to),
-        has_alerts=has_alerts,
-        dominant_emotion=dominant_emotion,
-        min_negativity=min_negativity,
-        search=q,
-        tag=tag,
+    calls, total = store.list_calls(
+        session, selection.filters, offset=offset, limit=limit, sort=selection.sort
     )
-    calls, total = store.list_calls(session, filters, offset=offset, limit=limit, sort=sort)
     neighbours = page_offsets(offset, limit, total)
     return CallPage(
         items=[CallSummary.from_record(call) for call in calls],
@@ -179,6 +203,87 @@ def list_calls(
         next_offset=neighbours.next,
         next=link_with_offset(request.url, neighbours.next),
         previous=link_with_offset(request.url, neighbours.previous),
+    )
+
+
+#: Columns of the call list CSV: what the list shows, plus what a supervisor sorts by.
+CALL_LIST_CSV_COLUMNS = (
+    "id",
+    "name",
+    "created_at_utc",
+    "duration_seconds",
+    "tags",
+    "main_speaker",
+    "negativity",
+    "dominant_emotion",
+    "open_alerts",
+    "alert_count",
+    "source",
+    "model_name",
+)
+
+
+def _utc_iso(moment: datetime) -> str:
+    # SQLite hands back naive times; everything is stored in UTC.
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def call_list_csv_rows(
+    session_factory: sessionmaker[Session], selection: CallListQuery
+) -> Iterator[str]:
+    """The CSV text of all calls of `selection`, header first, a batch of rows at a time."""
+    from callmood.exports import spreadsheet_safe
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CALL_LIST_CSV_COLUMNS)
+    # Its own session: the response streams after the request's session is given back.
+    with store.session_scope(session_factory) as session:
+        for batch in store.iter_calls(session, selection.filters, sort=selection.sort):
+            open_alerts = store.open_alert_counts(session, [call.id for call in batch])
+            for call in batch:
+                writer.writerow(
+                    [
+                        call.id,
+                        spreadsheet_safe(call.name),
+                        _utc_iso(call.created_at),
+                        f"{call.duration_seconds:.3f}",
+                        spreadsheet_safe(";".join(call.tag_names)),
+                        call.main_speaker or "",
+                        "" if call.negativity is None else f"{call.negativity:.4f}",
+                        call.dominant_emotion or "",
+                        open_alerts.get(call.id, 0),
+                        call.alert_count,
+                        spreadsheet_safe(call.source),
+                        call.model_name,
+                    ]
+                )
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+# Before "/calls/{call_id}" in the file, so that the literal path reads first.
+@router.get(
+    "/calls.csv",
+    response_class=StreamingResponse,
+    summary="The filtered call list as a CSV download",
+    responses={200: {"content": {"text/csv": {}}, "description": "One row per call."}},
+)
+def list_calls_csv(
+    request: Request, selection: CallListQuery = Depends(call_list_query)
+) -> StreamingResponse:
+    """All calls matching the filters of `/api/calls` (no paging), in its order, as CSV.
+
+    Names and tags that start like a spreadsheet formula (`=`, `+`, `-`, `@`) get a leading
+    `'` so that a spreadsheet shows them as text.
+    """
+    return StreamingResponse(
+        call_list_csv_rows(request.app.state.session_factory, selection),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="calls.csv"'},
     )
 
 

@@ -12,7 +12,7 @@ import re
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, get_args
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
@@ -251,6 +251,24 @@ def _sort_links(url: Any, current: str) -> dict[str, dict[str, str | None]]:
     return links
 
 
+def _csv_download_url(call_filter: store.CallFilter, order: str) -> str:
+    """`/api/calls.csv` with the filters the page applied (in the API's parameter names), so
+    that the download holds exactly the listed calls, on all pages."""
+    params = {
+        "created_from": call_filter.created_from.isoformat() if call_filter.created_from else None,
+        "created_to": call_filter.created_to.isoformat() if call_filter.created_to else None,
+        "has_alerts": None
+        if call_filter.has_alerts is None
+        else str(call_filter.has_alerts).lower(),
+        "dominant_emotion": call_filter.dominant_emotion,
+        "min_negativity": call_filter.min_negativity,
+        "q": call_filter.search,
+        "sort": order if order != DEFAULT_CALL_SORT else None,
+    }
+    query = urlencode({name: value for name, value in params.items() if value is not None})
+    return "/api/calls.csv" + (f"?{query}" if query else "")
+
+
 @pages.get("/calls", response_class=HTMLResponse)
 def calls_page(
     request: Request,
@@ -329,6 +347,7 @@ def calls_page(
         filter_error=filter_error,
         sort=order if order != DEFAULT_CALL_SORT else None,
         sort_links=_sort_links(request.url, order),
+        csv_url=_csv_download_url(call_filter, order),
         # The typed dates stay in the form even when the range is ignored, to be corrected.
         typed_dates={"date_from": date_from or "", "date_to": date_to or ""},
         filtered=any(value is not None for value in filters.values()),
