@@ -145,6 +145,7 @@ def average_reports(folders: Sequence[Path]) -> EvaluationResult:
                     label=row["label"],
                     predicted=classes[int(mean.argmax())],
                     probabilities=tuple(round(float(p), 5) for p in mean),
+                    corpus=row.get("corpus", ""),
                 )
             )
         targets = np.array([classes.index(p.label) for p in predictions], dtype=np.int64)

@@ -50,6 +50,16 @@ class ClipPrediction:
     label: str
     predicted: str
     probabilities: tuple[float, ...]  # in the order of the evaluation's classes
+    # Empty when unknown (an ensemble of reports written before the corpus column).
+    corpus: str = ""
+
+    @property
+    def corpus_name(self) -> str:
+        """The corpus, else the ``corpus:`` prefix of the clip id, else ``"-"``."""
+        if self.corpus:
+            return self.corpus
+        prefix, colon, _ = self.clip.partition(":")
+        return prefix if colon else "-"
 
 
 def predict_test_clips(
@@ -73,6 +83,7 @@ def predict_test_clips(
             label=clips.classes[clips.targets[i]],
             predicted=clips.classes[guess],
             probabilities=tuple(round(float(p), 5) for p in row),
+            corpus=clips.rows[i].corpus,
         )
         for i, guess, row in zip(indices, predicted, probabilities, strict=True)
     ]
@@ -149,7 +160,28 @@ class EvaluationResult:
     seconds: float
     details: dict = field(default_factory=dict)
 
+    def per_corpus(self) -> dict[str, ClassificationMetrics]:
+        """Metrics of each corpus's test clips pooled over folds; empty for one corpus.
+
+        A number over two corpora can hide that the model only works on one of them.
+        """
+        by_corpus: dict[str, list[ClipPrediction]] = {}
+        for fold in self.folds:
+            for clip in fold.predictions:
+                by_corpus.setdefault(clip.corpus_name, []).append(clip)
+        if len(by_corpus) < 2:
+            return {}
+        return {
+            corpus: classification_metrics(
+                [self.classes.index(clip.label) for clip in clips],
+                [self.classes.index(clip.predicted) for clip in clips],
+                self.classes,
+            )
+            for corpus, clips in sorted(by_corpus.items())
+        }
+
     def to_dict(self) -> dict:
+        per_corpus = self.per_corpus()
         return {
             "title": "Performance evaluation",
             "protocol": self.protocol,
@@ -162,6 +194,12 @@ class EvaluationResult:
                 "pooled": self.summary.pooled.to_dict(),
             },
             "folds": [fold.to_dict() for fold in self.folds],
+            # Only when the test clips come from more than one corpus.
+            **(
+                {"per_corpus": {name: m.to_dict() for name, m in per_corpus.items()}}
+                if per_corpus
+                else {}
+            ),
             "seconds": round(self.seconds, 1),
             "details": self.details,
         }

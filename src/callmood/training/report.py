@@ -60,6 +60,21 @@ def render_markdown(result: EvaluationResult) -> str:
         recall = pooled.per_class_recall.get(label)
         shown = "-" if recall is None else _percent(recall)
         lines.append(f"| {label} | {shown} | {pooled.support[label]} |")
+    per_corpus = result.per_corpus()
+    if per_corpus:
+        lines += [
+            "",
+            "## Per corpus (pooled over folds)",
+            "",
+            "| corpus | test clips | UA (%) | WA (%) |",
+            "|---|---|---|---|",
+        ]
+        for corpus, metrics in per_corpus.items():
+            lines.append(
+                f"| {corpus} | {metrics.num_examples} "
+                f"| {_percent(metrics.unweighted_average_recall)} "
+                f"| {_percent(metrics.weighted_accuracy)} |"
+            )
     lines += [
         "",
         "## Folds",
@@ -197,16 +212,23 @@ def write_report(result: EvaluationResult, output_dir: Path) -> Path:
 
 
 def write_predictions(result: EvaluationResult, path: Path) -> None:
-    """Every test clip on one row: fold, clip, speaker, label, prediction, class probabilities."""
+    """One row per test clip: fold, clip, corpus, speaker, label, prediction, probabilities."""
     with open(path, "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
         writer.writerow(
-            ["fold", "clip", "speaker", "label", "predicted"]
+            ["fold", "clip", "corpus", "speaker", "label", "predicted"]
             + [f"p_{name}" for name in result.classes]
         )
         for fold in result.folds:
             for clip in fold.predictions:
                 writer.writerow(
-                    [fold.name, clip.clip, clip.speaker, clip.label, clip.predicted]
+                    [
+                        fold.name,
+                        clip.clip,
+                        clip.corpus_name,
+                        clip.speaker,
+                        clip.label,
+                        clip.predicted,
+                    ]
                     + [f"{p:.5f}" for p in clip.probabilities]
                 )
