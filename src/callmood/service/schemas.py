@@ -230,7 +230,11 @@ class StoredAlert(_Schema):
     kind: str
     speaker: str
     severity: str
-    opened_at: float = Field(description="Seconds into the call.")
+    opened_at: float = Field(description="Seconds into the call: where the condition began.")
+    confirmed_at: float | None = Field(
+        description="Seconds into the call when the rule fired; null for alerts stored "
+        "before this field existed."
+    )
     closed_at: float | None = Field(description="Seconds into the call.")
     value: float
     message: str
@@ -252,6 +256,7 @@ class StoredAlert(_Schema):
             speaker=alert.speaker,
             severity=alert.severity,
             opened_at=alert.opened_at,
+            confirmed_at=alert.confirmed_at,
             closed_at=alert.closed_at,
             value=alert.value,
             message=alert.message,

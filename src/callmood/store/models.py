@@ -192,6 +192,9 @@ class AlertRecord(Base):
     speaker: Mapped[str] = mapped_column(String(20))
     severity: Mapped[str] = mapped_column(String(20), index=True)
     opened_at: Mapped[float] = mapped_column(Float, doc="Seconds into the call.")
+    confirmed_at: Mapped[float | None] = mapped_column(
+        Float, doc="Seconds into the call when the rule fired; NULL for alerts stored before 0002."
+    )
     closed_at: Mapped[float | None] = mapped_column(Float, doc="Seconds into the call.")
     value: Mapped[float] = mapped_column(Float)
     message: Mapped[str] = mapped_column(Text)

@@ -182,6 +182,7 @@ def save_call_result(
             speaker=alert.speaker,
             severity=alert.severity,
             opened_at=alert.opened_at,
+            confirmed_at=alert.confirmed_at,
             closed_at=alert.closed_at,
             value=alert.value,
             message=alert.message,

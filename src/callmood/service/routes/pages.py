@@ -560,6 +560,10 @@ def alerts_page(
             "created_at": record.created_at,
             "opened_at": record.opened_at,
             "opened": _duration(record.opened_at),
+            # None for alerts stored before the column existed: the page shows opened only.
+            "confirmed": None
+            if record.confirmed_at is None or record.confirmed_at == record.opened_at
+            else _duration(record.confirmed_at),
             "closed": _duration(record.closed_at),
             "severity": record.severity,
             "rule": record.rule,
