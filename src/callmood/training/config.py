@@ -67,6 +67,13 @@ class ValidationConfig(_Strict):
         0.15, ge=0, lt=1, description="share of training groups (speakers) held out; 0 = none"
     )
     min_groups: int = Field(1, ge=1, description="at least this many groups when fraction > 0")
+    hold_out: Literal["speakers", "corpus"] = Field(
+        "speakers",
+        description=(
+            "speakers: groups drawn by `fraction`; corpus (leave-corpus-out only, >= 3 corpora): "
+            "one whole training corpus validates, so recipes are chosen on an unseen corpus"
+        ),
+    )
 
 
 class NoiseConfig(_Strict):

@@ -258,15 +258,19 @@ def run_folds(
     """Train one model per fold (validation groups drawn from its training groups) and test it."""
     outcomes = []
     for number, fold in enumerate(folds):
-        train_part, validation_part = validation_split(
-            clips.groups[fold.train_indices],
-            fraction=config.validation.fraction,
-            min_groups=config.validation.min_groups,
-            seed=config.seed + number,
-            corpora=clips.corpora[fold.train_indices],
-        )
-        train_indices = fold.train_indices[train_part]
-        validation_indices = fold.train_indices[validation_part]
+        if fold.validation_indices is not None:
+            # A whole inner corpus, fixed by the fold (validation.hold_out: corpus).
+            train_indices, validation_indices = fold.train_indices, fold.validation_indices
+        else:
+            train_part, validation_part = validation_split(
+                clips.groups[fold.train_indices],
+                fraction=config.validation.fraction,
+                min_groups=config.validation.min_groups,
+                seed=config.seed + number,
+                corpora=clips.corpora[fold.train_indices],
+            )
+            train_indices = fold.train_indices[train_part]
+            validation_indices = fold.train_indices[validation_part]
         result = train_model(config, clips, train_indices, validation_indices)
         metrics, predictions = predict_test_clips(
             result.model, clips, fold.test_indices, result.caller_prior
@@ -293,6 +297,15 @@ def run_folds(
     return outcomes
 
 
+def require_speaker_hold_out(config: TrainingConfig, what: str) -> None:
+    """Refuse ``validation.hold_out: corpus`` where there is no left-out corpus to protect."""
+    if config.validation.hold_out == "corpus":
+        raise EvaluationError(
+            f"validation.hold_out: corpus only works with --protocol leave-corpus-out, not {what}; "
+            "use hold_out: speakers"
+        )
+
+
 def _corpora_text(clips: ClipSet) -> str:
     return "+".join(sorted({row.corpus for row in clips.rows}))
 
@@ -310,6 +323,7 @@ def evaluate_cross_validation(
     started = time.perf_counter()
     if protocol not in ("loso", "kfold"):
         raise EvaluationError(f"unknown cross-validation protocol {protocol!r}; use loso or kfold")
+    require_speaker_hold_out(config, protocol)
     clips = clips or prepare_clip_set(config, progress=progress)
     if protocol == "loso":
         folds = leave_one_group_out(clips.groups)
@@ -369,6 +383,7 @@ def evaluate_cross_corpus(
     Only the classes of the label set present in both corpora are used.
     """
     started = time.perf_counter()
+    require_speaker_hold_out(config, "cross-corpus")
     present = _classes_by_corpus(config)
     for corpus in (train_corpus, test_corpus):
         if corpus not in present:
@@ -427,13 +442,25 @@ def evaluate_leave_corpus_out(
             f"the corpora {', '.join(sorted(present))} share fewer than 2 classes of "
             f"{config.label_set}"
         )
+    hold_out_corpus = config.validation.hold_out == "corpus"
+    if hold_out_corpus and len(present) < 3:
+        # Checked before featurising: minutes of work would end in the same error.
+        raise EvaluationError(
+            "validation.hold_out: corpus needs at least 3 corpora, found: "
+            f"{', '.join(sorted(present))}; use hold_out: speakers"
+        )
     clips = prepare_clip_set(config, classes=shared, progress=progress)
-    folds = leave_one_corpus_out(clips.groups, clips.corpora)
+    folds = leave_one_corpus_out(clips.groups, clips.corpora, hold_out_corpus=hold_out_corpus)
     outcomes = run_folds(config, clips, folds, on_fold=on_fold)
+    validation = (
+        "validation on one whole training corpus (the next in name order), not trained on"
+        if hold_out_corpus
+        else "validation speakers from the training corpora only"
+    )
     description = (
         f"leave-one-corpus-out over {', '.join(sorted(present))}: each corpus tested whole "
         f"by a model trained on the others, over the {len(shared)} classes of "
-        f"{config.label_set} they share; validation speakers from the training corpora only"
+        f"{config.label_set} they share; {validation}"
     )
     return _evaluation_result(config, "leave-corpus-out", description, clips, outcomes, started)
 

@@ -30,12 +30,16 @@ class Fold:
         Human-readable name, e.g. ``"fold 1"`` or ``"emodb:03"``.
     test_groups
         The groups tested in this fold; none of them occurs in `train_indices`.
+    validation_indices
+        A validation set fixed by the fold itself (a whole inner corpus); None = draw
+        validation speakers from `train_indices` with `validation_split`.
     """
 
     name: str
     train_indices: np.ndarray
     test_indices: np.ndarray
     test_groups: tuple[str, ...]
+    validation_indices: np.ndarray | None = None
 
 
 def natural_key(text: str) -> tuple:
@@ -84,35 +88,61 @@ def leave_one_group_out(groups: Sequence[str]) -> list[Fold]:
     return _folds_from_test_groups(array, [[group] for group in distinct], distinct)
 
 
-def leave_one_corpus_out(groups: Sequence[str], corpora: Sequence[str]) -> list[Fold]:
+def leave_one_corpus_out(
+    groups: Sequence[str], corpora: Sequence[str], *, hold_out_corpus: bool = False
+) -> list[Fold]:
     """One fold per corpus: train on every other corpus, test on all of this one.
 
     Groups (speakers) are globally unique, so no speaker is on both sides either; a group
     found in two corpora is refused rather than split.
 
+    With `hold_out_corpus`, every clip of one training corpus is the fold's validation set
+    (early stopping, best epoch) and is not trained on: the corpus after the test corpus in
+    natural order, wrapping around. That is deterministic and uses each corpus as the inner
+    validation corpus exactly once, whatever the corpus sizes.
+
     Raises
     ------
     FoldError
-        With fewer than two corpora, or a group in more than one corpus.
+        With fewer than two corpora (three with `hold_out_corpus`), or a group in more
+        than one corpus.
     """
     corpora = np.asarray(corpora, dtype=object)
     groups = np.asarray(groups, dtype=object)
     names = _sorted_groups(corpora)
     if len(names) < 2:
         raise FoldError(f"leave-one-corpus-out needs at least 2 corpora, found {len(names)}")
+    if hold_out_corpus and len(names) < 3:
+        raise FoldError(
+            "validation.hold_out: corpus needs at least 3 corpora (one tested, one validating, "
+            f"one or more trained on), found {len(names)}: {', '.join(names)}; "
+            "use hold_out: speakers"
+        )
     for group in set(groups):
         found = set(corpora[groups == group])
         if len(found) > 1:
             raise FoldError(f"group {group!r} occurs in corpora {', '.join(sorted(found))}")
-    return [
-        Fold(
-            name=f"{'+'.join(n for n in names if n != corpus)} -> {corpus}",
-            train_indices=np.flatnonzero(corpora != corpus),
-            test_indices=np.flatnonzero(corpora == corpus),
-            test_groups=tuple(_sorted_groups(groups[corpora == corpus])),
+    folds = []
+    for position, corpus in enumerate(names):
+        validation_corpus = names[(position + 1) % len(names)] if hold_out_corpus else None
+        trained = [n for n in names if n not in (corpus, validation_corpus)]
+        name = f"{'+'.join(trained)} -> {corpus}"
+        if validation_corpus is not None:
+            name = f"{'+'.join(trained)} (validation {validation_corpus}) -> {corpus}"
+        folds.append(
+            Fold(
+                name=name,
+                train_indices=np.flatnonzero(np.isin(corpora, trained)),
+                test_indices=np.flatnonzero(corpora == corpus),
+                test_groups=tuple(_sorted_groups(groups[corpora == corpus])),
+                validation_indices=(
+                    np.flatnonzero(corpora == validation_corpus)
+                    if validation_corpus is not None
+                    else None
+                ),
+            )
         )
-        for corpus in names
-    ]
+    return folds
 
 
 def _groups_by_corpus(groups: Sequence[str], corpora: Sequence[str] | None) -> dict[str, list[str]]:

@@ -81,6 +81,11 @@ def prepare_clips(
 
 def split_for_validation(config: TrainingConfig, clips: ClipSet) -> tuple[np.ndarray, np.ndarray]:
     """Training and validation row indices; no speaker (group) is on both sides."""
+    if config.validation.hold_out == "corpus":
+        raise TrainingDataError(
+            "validation.hold_out: corpus only works with callmood evaluate --protocol "
+            "leave-corpus-out, not callmood train; use hold_out: speakers"
+        )
     return validation_split(
         clips.groups,
         fraction=config.validation.fraction,
