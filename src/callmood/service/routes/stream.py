@@ -478,6 +478,13 @@ async def stream_call(websocket: WebSocket) -> None:
         partial_reason = "the client broke the protocol"
     except WebSocketDisconnect:
         partial_reason = "the client disconnected before stop"
+    except asyncio.CancelledError:
+        # The server is shutting down (or the loop ending) mid-stream: the call cannot be
+        # concluded, so stop its analysis task (else asyncio logs "Task was destroyed but
+        # it is pending") and drop its unfinished recording, as for a failed analysis.
+        if session is not None:
+            await session.abandon()
+        raise
     except Exception as error:
         # Not the client's fault (rules file edited into nonsense, model unloadable, ...):
         # this stream ends with an explanation; the server and other streams carry on.
@@ -586,7 +593,11 @@ async def _receive_audio(session: _Session) -> None:
         # not logged as a traceback ("Task exception was never retrieved").
         receive.add_done_callback(_consume_outcome)
         # A failing analysis must end the stream, not leave the client waiting.
-        done, _ = await asyncio.wait({receive, session.worker}, return_when=FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait({receive, session.worker}, return_when=FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            receive.cancel()  # the handler is cancelled: leave no receive task pending
+            raise
         if receive not in done:
             receive.cancel()
             session.worker.result()  # re-raises the analysis error
