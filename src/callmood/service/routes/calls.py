@@ -224,8 +224,7 @@ CALL_LIST_CSV_COLUMNS = (
 
 
 def _utc_iso(moment: datetime) -> str:
-    # SQLite hands back naive times; everything is stored in UTC.
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    # Stored times come back timezone-aware in UTC (store.models.UTCDateTime, SQLite too).
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
