@@ -8,8 +8,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
+from callmood.call_metadata import (
+    MAX_AGENT_LENGTH,
+    MAX_EXTERNAL_ID_LENGTH,
+    MAX_QUEUE_LENGTH,
+    CallMetadata,
+    clean_label,
+    describe_errors,
+    parse_started_at,
+)
 from callmood.errors import CallmoodError
 from callmood.results import SpeakerSegment, WindowResult
 from callmood.store import AlertRecord, CallRecord, JobRecord
@@ -55,6 +71,44 @@ class UploadOptions(_Schema):
         description="Also infer the agent's emotions (opt-in: in the EU, inferring employees' "
         "emotions at work is prohibited).",
     )
+    agent: str | None = Field(
+        None, max_length=MAX_AGENT_LENGTH, description="The agent who took the call."
+    )
+    queue: str | None = Field(
+        None, max_length=MAX_QUEUE_LENGTH, description="The queue (team) the call came in on."
+    )
+    external_call_id: str | None = Field(
+        None, max_length=MAX_EXTERNAL_ID_LENGTH, description="The phone system's id of the call."
+    )
+    started_at: datetime | None = Field(
+        None,
+        description="When the call really started, ISO 8601 with a time zone "
+        "(2026-12-03T09:15:00+01:00); default: when it was stored.",
+    )
+
+    @field_validator("agent", "queue", "external_call_id", mode="before")
+    @classmethod
+    def _clean_metadata_text(cls, value: Any, info: ValidationInfo) -> str | None:
+        limits = {
+            "agent": MAX_AGENT_LENGTH,
+            "queue": MAX_QUEUE_LENGTH,
+            "external_call_id": MAX_EXTERNAL_ID_LENGTH,
+        }
+        return clean_label(value, str(info.field_name), limits[str(info.field_name)])
+
+    @field_validator("started_at", mode="before")
+    @classmethod
+    def _parse_started_at(cls, value: Any) -> datetime | None:
+        return parse_started_at(value)
+
+    def call_metadata(self) -> CallMetadata:
+        """The agent, queue, external call id and start time given with the upload."""
+        return CallMetadata(
+            agent=self.agent,
+            queue=self.queue,
+            external_call_id=self.external_call_id,
+            started_at=self.started_at,
+        )
 
     @field_validator("tags", mode="before")
     @classmethod
@@ -86,11 +140,7 @@ class UploadOptions(_Schema):
         try:
             return cls.model_validate(fields)
         except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
-                for item in error.errors()
-            )
-            raise UploadOptionsError(f"invalid upload options: {problems}") from None
+            raise UploadOptionsError(f"invalid upload options: {describe_errors(error)}") from None
 
 
 class JobAccepted(_Schema):
@@ -137,6 +187,12 @@ class CallSummary(_Schema):
     source: str
     tags: list[str]
     created_at: datetime = Field(description="When the call was stored (UTC).")
+    started_at: datetime = Field(
+        description="When the call really started (UTC); when it was stored, if unknown."
+    )
+    agent: str | None = Field(description="The agent who took the call.")
+    queue: str | None = Field(description="The queue (team) the call came in on.")
+    external_call_id: str | None = Field(description="The phone system's id of the call.")
     duration_seconds: float
     has_speech: bool
     main_speaker: str | None = Field(description="Whose scores these are (customer by default).")
@@ -154,6 +210,10 @@ class CallSummary(_Schema):
             source=call.source,
             tags=call.tag_names,
             created_at=call.created_at,
+            started_at=call.started_at or call.created_at,
+            agent=call.agent,
+            queue=call.queue,
+            external_call_id=call.external_call_id,
             duration_seconds=call.duration_seconds,
             has_speech=call.has_speech,
             main_speaker=call.main_speaker,
@@ -166,14 +226,20 @@ class CallSummary(_Schema):
 
 
 class CallUpdate(_Schema):
-    """A new name and/or new tags for a stored call (what is left out stays)."""
+    """A new name, tags, agent or queue for a stored call (what is left out stays)."""
 
     name: str | None = Field(None, min_length=1, max_length=300, description="Display name.")
     tags: list[Annotated[str, Field(max_length=100)]] | None = Field(
         None, max_length=50, description="Replace the tags (an empty list removes them all)."
     )
+    agent: str | None = Field(
+        None, max_length=MAX_AGENT_LENGTH, description="The agent; an empty string clears it."
+    )
+    queue: str | None = Field(
+        None, max_length=MAX_QUEUE_LENGTH, description="The queue; an empty string clears it."
+    )
 
-    _no_nul = field_validator("name", "tags")(refuse_nul)
+    _no_nul = field_validator("name", "tags", "agent", "queue")(refuse_nul)
 
     @field_validator("name")
     @classmethod
