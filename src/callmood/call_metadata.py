@@ -12,7 +12,14 @@ import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from callmood.errors import CallmoodError
 
@@ -97,10 +104,9 @@ def parse_started_at(value: Any, *, now: datetime | None = None) -> datetime | N
     return moment
 
 
-class CallMetadata(BaseModel):
-    """Who handled a call and when it started, as the phone system knows it (all optional)."""
-
-    model_config = ConfigDict(extra="forbid")
+class CallMetadataFields(BaseModel):
+    """The four metadata fields with their checks, for every model that takes them (upload
+    options, a stream's start message, :class:`CallMetadata` itself)."""
 
     agent: str | None = Field(
         None, max_length=MAX_AGENT_LENGTH, description="The agent who took the call."
@@ -113,24 +119,37 @@ class CallMetadata(BaseModel):
     )
     started_at: datetime | None = Field(
         None,
-        description="When the call really started (ISO 8601 with a time zone); the stored "
-        "call falls back to when it was received.",
+        description="When the call really started, ISO 8601 with a time zone "
+        "(2026-12-03T09:15:00+01:00); a stored call falls back to when it was received.",
     )
 
     @field_validator("agent", "queue", "external_call_id", mode="before")
     @classmethod
-    def _clean_text(cls, value: Any, info: Any) -> str | None:
+    def _clean_text(cls, value: Any, info: ValidationInfo) -> str | None:
         limits = {
             "agent": MAX_AGENT_LENGTH,
             "queue": MAX_QUEUE_LENGTH,
             "external_call_id": MAX_EXTERNAL_ID_LENGTH,
         }
-        return clean_label(value, info.field_name, limits[info.field_name])
+        name = str(info.field_name)
+        return clean_label(value, name, limits[name])
 
     @field_validator("started_at", mode="before")
     @classmethod
     def _parse_started_at(cls, value: Any) -> datetime | None:
         return parse_started_at(value)
+
+    def call_metadata(self) -> CallMetadata:
+        """Just the metadata fields (already checked)."""
+        return CallMetadata.model_construct(
+            **{name: getattr(self, name) for name in METADATA_FIELDS}
+        )
+
+
+class CallMetadata(CallMetadataFields):
+    """Who handled a call and when it started, as the phone system knows it (all optional)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     @property
     def is_empty(self) -> bool:

@@ -8,23 +8,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from callmood.call_metadata import (
     MAX_AGENT_LENGTH,
-    MAX_EXTERNAL_ID_LENGTH,
     MAX_QUEUE_LENGTH,
-    CallMetadata,
-    clean_label,
+    CallMetadataFields,
     describe_errors,
-    parse_started_at,
 )
 from callmood.errors import CallmoodError
 from callmood.results import SpeakerSegment, WindowResult
@@ -50,7 +40,7 @@ class UploadOptionsError(CallmoodError):
     status_code = 422
 
 
-class UploadOptions(_Schema):
+class UploadOptions(_Schema, CallMetadataFields):
     """How to analyse an uploaded call (the form fields next to `file`)."""
 
     name: str | None = Field(None, max_length=300, description="Display name; default: file name.")
@@ -71,44 +61,6 @@ class UploadOptions(_Schema):
         description="Also infer the agent's emotions (opt-in: in the EU, inferring employees' "
         "emotions at work is prohibited).",
     )
-    agent: str | None = Field(
-        None, max_length=MAX_AGENT_LENGTH, description="The agent who took the call."
-    )
-    queue: str | None = Field(
-        None, max_length=MAX_QUEUE_LENGTH, description="The queue (team) the call came in on."
-    )
-    external_call_id: str | None = Field(
-        None, max_length=MAX_EXTERNAL_ID_LENGTH, description="The phone system's id of the call."
-    )
-    started_at: datetime | None = Field(
-        None,
-        description="When the call really started, ISO 8601 with a time zone "
-        "(2026-12-03T09:15:00+01:00); default: when it was stored.",
-    )
-
-    @field_validator("agent", "queue", "external_call_id", mode="before")
-    @classmethod
-    def _clean_metadata_text(cls, value: Any, info: ValidationInfo) -> str | None:
-        limits = {
-            "agent": MAX_AGENT_LENGTH,
-            "queue": MAX_QUEUE_LENGTH,
-            "external_call_id": MAX_EXTERNAL_ID_LENGTH,
-        }
-        return clean_label(value, str(info.field_name), limits[str(info.field_name)])
-
-    @field_validator("started_at", mode="before")
-    @classmethod
-    def _parse_started_at(cls, value: Any) -> datetime | None:
-        return parse_started_at(value)
-
-    def call_metadata(self) -> CallMetadata:
-        """The agent, queue, external call id and start time given with the upload."""
-        return CallMetadata(
-            agent=self.agent,
-            queue=self.queue,
-            external_call_id=self.external_call_id,
-            started_at=self.started_at,
-        )
 
     @field_validator("tags", mode="before")
     @classmethod
