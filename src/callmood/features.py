@@ -249,9 +249,9 @@ def mel_filterbank(config: FeatureConfig, warp: float = 1.0) -> np.ndarray:
     fft_frequencies = np.fft.rfftfreq(n=config.n_fft, d=1.0 / config.sample_rate)
     slopes = None
     if warp != 1.0:
-        nyquist = config.sample_rate / 2
-        slopes = np.gradient(vtlp_warp(fft_frequencies, warp, nyquist), fft_frequencies)
-        fft_frequencies = vtlp_warp(fft_frequencies, warp, nyquist)
+        warped = vtlp_warp(fft_frequencies, warp, config.sample_rate / 2)
+        slopes = np.gradient(warped, fft_frequencies)  # the bin at the kink: the mean slope
+        fft_frequencies = warped
     mel_edges = np.linspace(
         _hz_to_mel(np.array([config.fmin]))[0],
         _hz_to_mel(np.array([config.upper_frequency]))[0],
