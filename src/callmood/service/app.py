@@ -142,6 +142,10 @@ async def _http_error_handler(request: Request, error: Exception) -> Response:
             from callmood.service.routes.pages import not_found_page
 
             return not_found_page(request)
+        if error.status_code == 403:  # a role without the right (deps.require_role)
+            from callmood.service.routes.pages import forbidden_page
+
+            return forbidden_page(request, str(error.detail))
         if error.status_code == 401 and request.url.path in DOCUMENTATION_PATHS:
             return RedirectResponse(
                 f"{LOGIN_PATH}?next={quote(request.url.path, safe='')}", status_code=303

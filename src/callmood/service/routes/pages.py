@@ -57,7 +57,10 @@ SEVERITIES = get_args(Severity)
 def _render(
     request: Request, template: str, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
-    context.setdefault("logged_in", deps.is_authenticated(request))
+    actor = getattr(request.state, "actor", None) or deps.current_actor(request)
+    context.setdefault("logged_in", actor is not None)
+    # The header shows who is logged in; pages offer only what the role may do.
+    context.setdefault("actor", actor)
     # Scripts send it with every change they ask the API for (see deps.require_api_token).
     context.setdefault("csrf_token", deps.csrf_token(request))
     context.setdefault("title", "callmood")
@@ -88,7 +91,12 @@ def _safe_next(target: str | None) -> str:
 
 
 def _login_form(
-    request: Request, next: str | None, *, status_code: int = 200, error: str | None = None
+    request: Request,
+    next: str | None,
+    *,
+    status_code: int = 200,
+    error: str | None = None,
+    username: str = "",
 ) -> HTMLResponse:
     return _render(
         request,
@@ -99,23 +107,31 @@ def _login_form(
         logged_in=False,
         next=_safe_next(next),
         error=error,
+        username=username,
+        actor=None,
         token_hint=str(request.app.state.settings.data_dir / TOKEN_FILE_NAME),
     )
 
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, next: str | None = Query(None)) -> HTMLResponse:
-    """The login form (the API token is the password)."""
+    """The login form: a user name and password, or the API token (no user name)."""
     return _login_form(request, next)
 
 
 @router.post("/login", response_model=None)
 def login(
-    request: Request, token: str = Form(""), next: str = Form("/calls")
+    request: Request,
+    username: str = Form(""),
+    password: str = Form(""),
+    token: str = Form(""),
+    next: str = Form("/calls"),
 ) -> HTMLResponse | RedirectResponse:
-    """Check the token; on success set the session cookie and go to `next`.
+    """Check the user's password (without a user name: the API token); on success set
+    the session cookie and go to `next`.
 
-    Too many wrong tokens from one address get the form back with 429 and `Retry-After`.
+    Too many wrong passwords or tokens from one address get the form back with 429 and
+    `Retry-After`. The `token` field is what the form sent before user accounts.
     """
     retry_after = deps.login_retry_after(request)
     if retry_after is not None:
@@ -127,14 +143,17 @@ def login(
         )
         page.headers["Retry-After"] = str(retry_after)
         return page
-    success = deps.token_matches(token.strip(), request.app.state.credentials.token_hash)
-    deps.record_login_attempt(request, success=success)
-    if not success:
-        return _login_form(
-            request, next, status_code=401, error="That token is not the server's API token."
-        )
+    if username.strip():
+        result = deps.user_login(request, username, password)
+        problem = result.problem.capitalize() + "."
+    else:
+        result = deps.token_login(request, (password or token).strip())
+        problem = "That token is not the server's API token."
+    deps.record_login_attempt(request, success=result.subject is not None)
+    if result.subject is None:
+        return _login_form(request, next, status_code=401, error=problem, username=username)
     response = RedirectResponse(_safe_next(next), status_code=303)
-    deps.set_session_cookie(response, request)
+    deps.set_session_cookie(response, request, result.subject)
     return response
 
 
@@ -144,6 +163,11 @@ def logout() -> RedirectResponse:
     response = RedirectResponse("/login", status_code=303)
     deps.clear_session_cookie(response)
     return response
+
+
+def forbidden_page(request: Request, message: str) -> HTMLResponse:
+    """The page a signed-in browser gets for a page its role may not see (403)."""
+    return _render(request, "error.html", 403, title="Not allowed", message=message)
 
 
 def not_found_page(request: Request) -> HTMLResponse:
