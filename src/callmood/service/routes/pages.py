@@ -667,3 +667,18 @@ def model_page(request: Request) -> HTMLResponse:
 
 
 router.include_router(pages)
+
+
+# ---------------------------------------------------------------------------- admin
+
+
+@pages.get(
+    "/admin/users",
+    response_class=HTMLResponse,
+    dependencies=[Depends(deps.require_role("admin"))],
+)
+def users_page(request: Request, db: Session = Depends(deps.get_db)) -> HTMLResponse:
+    """The user accounts and their roles (admins only; changed with `callmood users`)."""
+    from callmood.store.users import list_users
+
+    return _render(request, "admin_users.html", title="Users", active="Users", users=list_users(db))
