@@ -301,3 +301,18 @@ def test_roles_are_refused_what_they_may_not_do(client):
     page = client.get("/admin/users", headers={"Accept": "text/html"})
     assert page.status_code == 403 and "needs the admin role" in page.text
     assert client.get("/api/alerts").status_code == 200  # reading is allowed
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"username": "ana"}, "body field 'password': Field required"),
+        ({"username": 5, "password": PASSWORD}, "body field 'username': Input should be a valid"),
+        ({"username": "", "password": PASSWORD}, "body field 'username': String should have"),
+    ],
+    ids=["no-password", "number-name", "empty-name"],
+)
+def test_a_malformed_user_login_is_a_clear_422(client, body, detail):
+    response = client.post("/api/auth/login", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(detail)
