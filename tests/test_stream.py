@@ -357,3 +357,20 @@ def test_stream_ending_before_any_audio_stores_nothing(server, model_available):
     time.sleep(1.0)
     calls = httpx.get(f"http://{server}/api/calls", headers=auth()).json()
     assert calls["total"] == 0
+
+
+def test_a_call_in_progress_is_listed_until_it_is_stored(client, model_available):
+    """The live board's source: every stream is in `live_sessions` from ready to summary."""
+    from callmood.service.routes.stream import live_sessions
+
+    app = client.app
+    with client.websocket_connect(f"/api/stream?token={TOKEN}") as websocket:
+        websocket.send_text(start_message(name="in progress"))
+        ready = websocket.receive_json()
+        assert list(live_sessions(app)) == [ready["call_id"]]
+        assert live_sessions(app)[ready["call_id"]].start.name == "in progress"
+        websocket.send_bytes(np.zeros(16000, dtype="<i2").tobytes())
+        websocket.send_text('{"type": "stop"}')
+        while websocket.receive_json()["type"] != "summary":
+            pass
+    assert live_sessions(app) == {}

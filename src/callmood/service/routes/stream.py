@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from asyncio import FIRST_COMPLETED
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -303,37 +303,90 @@ class _Recording:
         self.path.unlink(missing_ok=True)
 
 
-class _Session:
-    """One connection's state: decoder, analyser, recording, and audio waiting for analysis."""
+class LiveSession:
+    """One live call's state: decoder, analyser, recording, and audio waiting for analysis.
 
-    def __init__(self, websocket: WebSocket, start: StreamStart, analyzer: Any) -> None:
-        self.websocket = websocket
+    Transport-agnostic: `/api/stream` and the phone-system connectors (Twilio Media
+    Streams, Genesys AudioHook, Asterisk AudioSocket) each speak their own protocol and
+    hand this class the call's raw audio, so identical audio gives an identical call.
+    `send` delivers window, alert and summary messages to a client that wants them (None:
+    the transport has no use for them, as a phone system has not).
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        start: StreamStart,
+        analyzer: Any,
+        send: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.app = app
         self.start = start
         self.decoder = StreamDecoder(start)
         self.analyzer = analyzer
         self.call_id: str = analyzer.call_id
-        self.executor = _executor(websocket.app)
+        self.executor = _executor(app)
         self.recording = _Recording(
-            websocket.app.state.settings.resolved_audio_dir, self.call_id, list(start.channels)
+            app.state.settings.resolved_audio_dir, self.call_id, list(start.channels)
         )
         self.pending: asyncio.Queue[dict[str, np.ndarray] | None] = asyncio.Queue()
         self.worker: asyncio.Task[None] | None = None
-        self.client_gone = False
+        self._send = send
+        self.client_gone = send is None
+
+    @classmethod
+    async def open(
+        cls,
+        app: Any,
+        start: StreamStart,
+        send: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> LiveSession:
+        """A session with its analyser (loading the model off the event loop if needed)."""
+        return cls(app, start, await make_analyzer(app, start), send)
 
     async def send(self, message: dict[str, Any]) -> None:
         """Send a message unless the client has gone (a vanished client is not an error)."""
-        if self.client_gone:
+        if self.client_gone or self._send is None:
             return
         try:
-            await self.websocket.send_text(json.dumps(message))
+            await self._send(message)
         except (WebSocketDisconnect, RuntimeError, OSError):
             self.client_gone = True
+
+    async def feed(self, payload: bytes) -> bool:
+        """Queue one frame of the start message's encoding for analysis.
+
+        Returns True once the stream reached its length limit (the transport then ends it
+        as if the client had stopped).
+
+        Raises
+        ------
+        StreamProtocolError
+            The frame is too large or not a whole number of sample frames.
+        """
+        if len(payload) > MAX_FRAME_BYTES:
+            raise StreamProtocolError(
+                f"binary frame of {len(payload)} bytes is larger than {MAX_FRAME_BYTES}",
+                CLOSE_TOO_BIG,
+            )
+        await self.pending.put(self.decoder.decode(payload))
+        return self.decoder.seconds_received >= MAX_STREAM_SECONDS
+
+    def check_worker(self) -> None:
+        """Re-raise the analysis error of a worker that ended before the stream did."""
+        if self.worker is not None and self.worker.done():
+            self.worker.result()
+            raise CallmoodError("the analysis of the stream ended unexpectedly")
 
     async def in_thread(self, function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
 
     def start_analysis(self) -> None:
         self.worker = asyncio.create_task(self._analyse_pending())
+        live_sessions(self.app)[self.call_id] = self
+
+    def _leave_registry(self) -> None:
+        live_sessions(self.app).pop(self.call_id, None)
 
     async def _analyse_pending(self) -> None:
         # Coalesce whatever arrived while the model was busy into one feed: a stream
@@ -355,8 +408,7 @@ class _Session:
     async def push(self, events: list[Any]) -> None:
         alert_events = [event for event in events if event.event != "window"]
         if alert_events:
-            state = self.websocket.app.state
-            state.webhooks.dispatch_alerts(
+            self.app.state.webhooks.dispatch_alerts(
                 alert_events, call_id=self.call_id, call_name=self.start.name
             )
         for event in events:
@@ -377,6 +429,12 @@ class _Session:
         A stream that ended without stop (`partial_reason`) is stored marked partial.
         A stream without any audio stores nothing (returns None).
         """
+        try:
+            return await self._conclude(partial_reason)
+        finally:
+            self._leave_registry()
+
+    async def _conclude(self, partial_reason: str | None) -> dict[str, Any] | None:
         await self.drain()
         if self.decoder.frames_received == 0:
             await self.in_thread(self.recording.discard)
@@ -412,7 +470,7 @@ class _Session:
         from callmood.store import save_call_result, session_scope
 
         try:
-            with session_scope(self.websocket.app.state.session_factory) as db:
+            with session_scope(self.app.state.session_factory) as db:
                 save_call_result(
                     db,
                     result,
@@ -428,12 +486,21 @@ class _Session:
 
     async def abandon(self) -> None:
         """Drop everything of a stream that cannot be concluded (the analysis failed)."""
+        self._leave_registry()
         if self.worker is not None and not self.worker.done():
             self.worker.cancel()
             with contextlib.suppress(BaseException):
                 await self.worker
         with contextlib.suppress(Exception):
             await self.in_thread(self.recording.discard)
+
+
+def live_sessions(app: Any) -> dict[str, LiveSession]:
+    """The calls in progress on this server, by call id, whatever transport brought them."""
+    sessions = getattr(app.state, "live_sessions", None)
+    if sessions is None:
+        sessions = app.state.live_sessions = {}
+    return sessions
 
 
 def _concatenate(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -464,15 +531,17 @@ def close_reason(message: str) -> str:
 async def stream_call(websocket: WebSocket) -> None:
     """Analyse one live call: see docs/streaming.md for the protocol."""
     await websocket.accept()
-    session: _Session | None = None
+    session: LiveSession | None = None
     partial_reason: str | None = None
     try:
         _check_authorised(websocket)
         start = await _receive_start(websocket)
-        session = _Session(websocket, start, await _make_analyzer(websocket, start))
+        session = await LiveSession.open(
+            websocket.app, start, lambda message: websocket.send_text(json.dumps(message))
+        )
         await session.send(_ready_message(session))
         session.start_analysis()
-        await _receive_audio(session)
+        await _receive_audio(websocket, session)
     except StreamProtocolError as error:
         await _send_error(websocket, error)
         partial_reason = "the client broke the protocol"
@@ -516,7 +585,7 @@ async def stream_call(websocket: WebSocket) -> None:
             await websocket.close(code=CLOSE_NORMAL)
 
 
-def _empty_summary(session: _Session) -> dict[str, Any]:
+def _empty_summary(session: LiveSession) -> dict[str, Any]:
     # stop before any audio: there is no call to store.
     return {
         "type": "summary",
@@ -586,9 +655,8 @@ def _consume_outcome(task: asyncio.Future) -> None:
         task.exception()
 
 
-async def _receive_audio(session: _Session) -> None:
+async def _receive_audio(websocket: WebSocket, session: LiveSession) -> None:
     """Receive frames until stop (or the length limit); a disconnect raises."""
-    websocket = session.websocket
     assert session.worker is not None
     while True:
         receive = asyncio.ensure_future(websocket.receive())
@@ -604,20 +672,13 @@ async def _receive_audio(session: _Session) -> None:
             raise
         if receive not in done:
             receive.cancel()
-            session.worker.result()  # re-raises the analysis error
-            raise CallmoodError("the analysis of the stream ended unexpectedly")
+            session.check_worker()  # re-raises the analysis error
         message = receive.result()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", CLOSE_NORMAL))
         payload = message.get("bytes")
         if payload is not None:
-            if len(payload) > MAX_FRAME_BYTES:
-                raise StreamProtocolError(
-                    f"binary frame of {len(payload)} bytes is larger than {MAX_FRAME_BYTES}",
-                    CLOSE_TOO_BIG,
-                )
-            await session.pending.put(session.decoder.decode(payload))
-            if session.decoder.seconds_received >= MAX_STREAM_SECONDS:
+            if await session.feed(payload):
                 return
             continue
         kind = _parse_json(message.get("text") or "").get("type")
@@ -628,13 +689,14 @@ async def _receive_audio(session: _Session) -> None:
         raise StreamProtocolError(f"unknown message type {kind!r} (expected binary audio or stop)")
 
 
-async def _make_analyzer(websocket: WebSocket, start: StreamStart) -> Any:
+async def make_analyzer(app: Any, start: StreamStart) -> Any:
+    """The streaming analyser for a call that starts with `start`."""
     from callmood.analysis import AnalysisOptions, StreamingAnalyzer
 
-    state = websocket.app.state
+    state = app.state
     loop = asyncio.get_running_loop()
     # The first stream may load the model from disk: not on the event loop.
-    model = await loop.run_in_executor(_executor(websocket.app), state.model.get)
+    model = await loop.run_in_executor(_executor(app), state.model.get)
     options = AnalysisOptions(
         channels={speaker: index for index, speaker in enumerate(start.channels)},
         analyze_agent=start.analyze_agent,
@@ -645,7 +707,7 @@ async def _make_analyzer(websocket: WebSocket, start: StreamStart) -> Any:
     )
 
 
-def _ready_message(session: _Session) -> dict[str, Any]:
+def _ready_message(session: LiveSession) -> dict[str, Any]:
     analyzer = session.analyzer
     return {
         "type": "ready",
