@@ -69,8 +69,37 @@ def test_an_admin_sees_the_users_and_their_last_login(browser, server):
     page.wait_for_url(f"{server}/calls")
     page.click("nav a:has-text('Users')")
     page.wait_for_url(f"{server}/admin/users")
-    rows = page.locator("#users tbody tr")
-    assert rows.count() == 2
-    assert "admin" in rows.nth(0).inner_text() and "never" not in rows.nth(0).inner_text()
+    ada = page.locator("tr[data-user=ada]")
+    assert "admin" in ada.inner_text() and "never" not in ada.inner_text()
+    assert "supervisor" in page.locator("tr[data-user=sam]").inner_text()
     screenshot(page, "admin-users")
     page.close()
+
+
+def test_an_admin_adds_disables_and_resets_a_user_on_the_page(browser, server):
+    page = sign_in(browser, server, "ada", PASSWORD)
+    page.wait_for_url(f"{server}/calls")
+    page.goto(f"{server}/admin/users")
+    page.fill("#new-username", "Vic")
+    page.select_option("#new-role", "viewer")
+    page.fill("#new-password", "short")
+    page.click("#add-user button[type=submit]")
+    assert "Password too short" in page.locator("#users-error").inner_text()
+    page.fill("#new-username", "Vic")
+    page.fill("#new-password", "vic-first-password")
+    page.click("#add-user button[type=submit]")
+    assert page.locator("#users-done").inner_text() == "Added vic (viewer)."
+    row = page.locator("tr[data-user=vic]")
+    row.locator("button", has_text="Disable").click()
+    assert page.locator("#users-done").inner_text() == "Disabled vic."
+    assert "yes" in page.locator("tr[data-user=vic]").inner_text()
+    page.locator("tr[data-user=vic] button", has_text="Enable").click()
+    page.locator("tr[data-user=vic] input[name=password]").fill("vic-second-password")
+    page.locator("tr[data-user=vic] button", has_text="Reset password").click()
+    assert page.locator("#users-done").inner_text() == "New password set for vic."
+    screenshot(page, "admin-users-changed")
+    page.close()
+    viewer = sign_in(browser, server, "vic", "vic-second-password")
+    viewer.wait_for_url(f"{server}/calls")
+    assert viewer.locator("#who").inner_text() == "vic · viewer"
+    viewer.close()

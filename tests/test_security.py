@@ -383,6 +383,8 @@ ROLE_NEEDED = {
     ("WEBSOCKET", "/api/stream"): "supervisor",
     ("PUT", "/api/rules"): "admin",
     ("GET", "/admin/users"): "admin",
+    ("POST", "/admin/users"): "admin",
+    ("POST", "/admin/users/{username}/{action}"): "admin",
 }
 ROLES = ("viewer", "supervisor", "admin")
 USER_PASSWORD = "role-walk-password-1"

@@ -316,3 +316,20 @@ def test_a_malformed_user_login_is_a_clear_422(client, body, detail):
     response = client.post("/api/auth/login", json=body)
     assert response.status_code == 422, response.text
     assert response.json()["detail"].startswith(detail)
+
+
+def test_the_users_page_forms_need_the_csrf_token_and_refuse_self_disable(client):
+    assert form_login(client, "admin-1", PASSWORD).status_code == 303
+    page = client.get("/admin/users").text
+    csrf = page.split('name="csrf" value="')[1].split('"')[0]
+    forged = client.post("/admin/users/viewer-1/disable", data={"csrf": "0" * 64})
+    assert forged.status_code == 400 and "CSRF" in forged.json()["detail"]
+    own = client.post("/admin/users/admin-1/disable", data={"csrf": csrf})
+    assert own.status_code == 422 and "You cannot disable your own account." in own.text
+    done = client.post("/admin/users/viewer-1/disable", data={"csrf": csrf})
+    assert done.status_code == 303 and done.headers["location"].startswith("/admin/users?done=")
+    added = client.post(
+        "/admin/users",
+        data={"csrf": csrf, "username": "viewer-1", "role": "viewer", "password": PASSWORD},
+    )
+    assert added.status_code == 422 and "User &#39;viewer-1&#39; exists already." in added.text

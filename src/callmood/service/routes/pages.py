@@ -7,14 +7,16 @@ session's CSRF token (the `csrf-token` meta tag of every signed-in page).
 
 from __future__ import annotations
 
+import hmac
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 from urllib.parse import urlencode, urlsplit
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from markdown_it import MarkdownIt
@@ -672,13 +674,107 @@ router.include_router(pages)
 # ---------------------------------------------------------------------------- admin
 
 
-@pages.get(
-    "/admin/users",
-    response_class=HTMLResponse,
-    dependencies=[Depends(deps.require_role("admin"))],
-)
-def users_page(request: Request, db: Session = Depends(deps.get_db)) -> HTMLResponse:
-    """The user accounts and their roles (admins only; changed with `callmood users`)."""
-    from callmood.store.users import list_users
+#: The Users page and its forms: admins only.
+ADMIN_ONLY = [Depends(deps.require_role("admin"))]
 
-    return _render(request, "admin_users.html", title="Users", active="Users", users=list_users(db))
+
+def _users_page(
+    request: Request, db: Session, status_code: int = 200, error: str | None = None, done: str = ""
+) -> HTMLResponse:
+    from callmood.store.models import USER_ROLES
+    from callmood.store.users import MIN_PASSWORD_LENGTH, list_users
+
+    return _render(
+        request,
+        "admin_users.html",
+        status_code,
+        title="Users",
+        active="Users",
+        users=list_users(db),
+        roles=USER_ROLES,
+        min_password=MIN_PASSWORD_LENGTH,
+        error=error,
+        done=done,
+    )
+
+
+@pages.get("/admin/users", response_class=HTMLResponse, dependencies=ADMIN_ONLY)
+def users_page(
+    request: Request, done: str = Query("", max_length=200), db: Session = Depends(deps.get_db)
+) -> HTMLResponse:
+    """The user accounts and their roles, with forms to add, disable, enable and reset."""
+    return _users_page(request, db, done=done)
+
+
+def _check_form_csrf(request: Request, sent: str) -> None:
+    # The forms post with the login cookie, so like the API they must prove they come
+    # from one of our pages: the session's CSRF token (hidden field, or the header).
+    expected = deps.csrf_token(request)
+    sent = sent or request.headers.get(deps.CSRF_HEADER, "")
+    if expected is None or not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise HTTPException(
+            400, detail="the form's CSRF token is missing or wrong: reload the page"
+        )
+
+
+def _user_change(
+    request: Request, db: Session, change: Callable[[], str]
+) -> HTMLResponse | RedirectResponse:
+    from callmood.store.users import UnknownUserError, UserError
+
+    try:
+        done = change()
+        db.commit()
+    except (UserError, UnknownUserError) as error:
+        db.rollback()
+        return _users_page(request, db, 422, error=str(error).capitalize() + ".")
+    return RedirectResponse(f"/admin/users?{urlencode({'done': done})}", status_code=303)
+
+
+@pages.post("/admin/users", response_model=None, dependencies=ADMIN_ONLY)
+def add_user(
+    request: Request,
+    username: str = Form(...),
+    role: str = Form(...),
+    password: str = Form(...),
+    display_name: str = Form(""),
+    csrf: str = Form(""),
+    db: Session = Depends(deps.get_db),
+) -> HTMLResponse | RedirectResponse:
+    """Add a user from the page's form."""
+    from callmood.store.users import create_user
+
+    _check_form_csrf(request, csrf)
+
+    def add() -> str:
+        user = create_user(db, username, password, role, display_name)
+        return f"Added {user.username} ({user.role})."
+
+    return _user_change(request, db, add)
+
+
+@pages.post("/admin/users/{username}/{action}", response_model=None, dependencies=ADMIN_ONLY)
+def change_user(
+    request: Request,
+    username: str,
+    action: Literal["disable", "enable", "reset-password"],
+    password: str = Form(""),
+    csrf: str = Form(""),
+    db: Session = Depends(deps.get_db),
+) -> HTMLResponse | RedirectResponse:
+    """Disable, enable, or set a new password for a user from the page's forms."""
+    from callmood.store.users import UserError, set_disabled, set_password
+
+    _check_form_csrf(request, csrf)
+
+    def change() -> str:
+        if action == "reset-password":
+            return f"New password set for {set_password(db, username, password).username}."
+        actor = request.state.actor
+        if action == "disable" and actor.user_id is not None and actor.name == username.lower():
+            # The last admin locking themselves out would need the shell to undo.
+            raise UserError("you cannot disable your own account")
+        user = set_disabled(db, username, action == "disable")
+        return f"{action.capitalize()}d {user.username}."
+
+    return _user_change(request, db, change)
