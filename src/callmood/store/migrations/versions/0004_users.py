@@ -1,7 +1,7 @@
 """Users: dashboard accounts with a role and an argon2 password hash
 
 Revision ID: 0004
-Revises: 0002 (re-chain to 0003, call metadata, when that lands)
+Revises: 0003
 Create Date: 2026-12-03 07:00:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
