@@ -26,16 +26,9 @@
   function asDate(key) { return new Date(key + "T00:00:00Z"); }
 
   function prepareCanvas(canvas, cssHeight) {
-    // Device resolution, as timeline.js does, so bars stay crisp on high-DPI screens.
-    const ratio = window.devicePixelRatio || 1;
-    const width = canvas.clientWidth || canvas.parentElement.clientWidth || 300;
-    canvas.style.height = cssHeight + "px";
-    canvas.width = Math.round(width * ratio);
-    canvas.height = Math.round(cssHeight * ratio);
-    const context = canvas.getContext("2d");
-    context.setTransform(ratio, 0, 0, ratio, 0, 0);
-    context.font = "11px DejaVu Sans, sans-serif";
-    return { context, width, height: cssHeight };
+    const prepared = Callmood.prepareCanvas(canvas, cssHeight);
+    prepared.context.font = "11px DejaVu Sans, sans-serif";
+    return prepared;
   }
 
   // Vertical columns, one per bucket, each a stack of `series` ({values, colour}) from 0 to max.
