@@ -362,7 +362,7 @@ def export_onnx_model(
         # A second input rather than a wider first one: the graph's `features` stay what
         # every other model takes, and the statistics are computed inside the graph, where
         # the parity check below covers them.
-        exported = _WithAbsoluteFeatures(model)
+        exported = _WithAbsoluteFeatures(model).eval()
         inputs = (example, example.clone())
         input_names.append(ABSOLUTE_INPUT)
         dynamic_shapes[ABSOLUTE_INPUT] = {0: batch, 2: frames}
