@@ -209,3 +209,19 @@ def test_absolute_statistics_use_neither_later_speech_nor_the_other_caller(
     start = int(round(first.start * SAMPLE_RATE))
     alone = model.predict(left[start : start + model.window_samples][None])[0]
     assert list(first.raw_probabilities.values()) == pytest.approx(alone, abs=1e-4)
+
+
+def test_evaluation_feeds_the_absolute_clips_in_both_test_protocols(trained):
+    from callmood.training.evaluate import call_metrics, predict_test_clips
+
+    directory, clips, result = trained
+    indices = np.arange(len(clips.rows))
+    metrics, predictions = predict_test_clips(result.model, clips, indices, result.caller_prior)
+    assert len(predictions) == len(indices) and 0 <= metrics.unweighted_average_recall <= 1
+    # Each speaker's clips as one call: normalised with their past, absolute as they are.
+    as_calls = call_metrics(result.model, clips, indices, result.caller_prior)
+    assert 0 <= as_calls.unweighted_average_recall <= 1
+    # The package loaded for `callmood evaluate --model` predicts the same clips alike.
+    package = load_model_package(directory)
+    again, _ = predict_test_clips(package.model, clips, indices, package.caller_prior)
+    assert again.unweighted_average_recall == metrics.unweighted_average_recall
