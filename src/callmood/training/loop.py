@@ -244,7 +244,11 @@ class _BatchMaker:
             for speaker in set(speakers):
                 self.speaker_clips[speaker] = train_indices[speakers == speaker]
 
-    def __call__(
+    def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """The batch's crops, as the network's `features`."""
+        return self.views(batch, rng)[0]
+
+    def views(
         self, batch: np.ndarray, rng: np.random.Generator
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The batch's crops, and with `absolute` the same crops before caller normalisation
@@ -481,7 +485,7 @@ def train_model(
             corpus_balance=config.corpus_balance,
         )
         for step, batch in enumerate(batches):
-            features, absolute = make_batch(batch, rng)
+            features, absolute = make_batch.views(batch, rng)
             targets = F.one_hot(torch.from_numpy(clips.targets[batch]), num_classes).float()
             if config.label_smoothing > 0:
                 targets = (
