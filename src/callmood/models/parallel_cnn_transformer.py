@@ -291,6 +291,27 @@ def time_statistics(
     return torch.cat([mean, std, delta_std], dim=1)
 
 
+def _set_mean_std(
+    mean_buffer: torch.Tensor,
+    std_buffer: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    what: str,
+) -> None:
+    # Standard deviations below 1e-5 are raised to it, so a constant value cannot divide by 0.
+    mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+    std = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
+    expected = mean_buffer.numel()
+    if mean.numel() != expected or std.numel() != expected:
+        raise ModelInputError(
+            f"{what} needs {expected} means and stds, got {mean.numel()} and {std.numel()}"
+        )
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+        raise ModelInputError(f"{what} mean/std contain NaN or infinite values")
+    mean_buffer.copy_(mean)
+    std_buffer.copy_(std.clamp(min=1e-5))
+
+
 def _masked_mean_std(
     x: torch.Tensor, mask: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -352,18 +373,7 @@ class ParallelCNNTransformer(nn.Module):
 
         Standard deviations below 1e-5 are raised to it, so a constant feature cannot divide by 0.
         """
-        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
-        std = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
-        expected = self.config.num_features
-        if mean.numel() != expected or std.numel() != expected:
-            raise ModelInputError(
-                f"normalisation needs {expected} means and stds, "
-                f"got {mean.numel()} and {std.numel()}"
-            )
-        if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
-            raise ModelInputError("normalisation mean/std contain NaN or infinite values")
-        self.feature_mean.copy_(mean)
-        self.feature_std.copy_(std.clamp(min=1e-5))
+        _set_mean_std(self.feature_mean, self.feature_std, mean, std, "normalisation")
 
     @torch.no_grad()
     def set_absolute_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -371,18 +381,7 @@ class ParallelCNNTransformer(nn.Module):
         of :func:`time_statistics` of absolute features, for ``absolute_statistics``."""
         if not self.config.absolute_statistics:
             raise ModelInputError("set_absolute_statistics needs model.absolute_statistics")
-        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
-        std = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
-        expected = self.statistics_size
-        if mean.numel() != expected or std.numel() != expected:
-            raise ModelInputError(
-                f"absolute statistics need {expected} means and stds, "
-                f"got {mean.numel()} and {std.numel()}"
-            )
-        if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
-            raise ModelInputError("absolute statistics mean/std contain NaN or infinite values")
-        self.absolute_mean.copy_(mean)
-        self.absolute_std.copy_(std.clamp(min=1e-5))
+        _set_mean_std(self.absolute_mean, self.absolute_std, mean, std, "absolute statistics")
 
     def forward(
         self,
