@@ -323,16 +323,6 @@ class _WithAbsoluteFeatures(torch.nn.Module):
         return self.model(features, absolute_features=absolute_features)
 
 
-def onnx_inputs(
-    model: ParallelCNNTransformer, features: np.ndarray, absolute: np.ndarray | None
-) -> dict[str, np.ndarray]:
-    """The ONNX Runtime feed of ``model``'s graph for a feature batch (and its absolute one)."""
-    feed = {"features": features}
-    if model.config.absolute_statistics:
-        feed[ABSOLUTE_INPUT] = absolute
-    return feed
-
-
 def export_onnx_model(
     model: ParallelCNNTransformer, path: str | Path, *, example_frames: int = 301
 ) -> Path:
@@ -409,12 +399,13 @@ def verify_onnx_model(
         # Scale into the model's input range so the check exercises the normalisation too.
         features = features * model.feature_std[:, None] + model.feature_mean[:, None]
         absolute = None
+        feed = {"features": features.numpy()}
         if model.config.absolute_statistics:
             # Another level and spread than `features`, as a caller's absolute frames have.
             absolute = features * 1.5 + 2.0
+            feed[ABSOLUTE_INPUT] = absolute.numpy()
         with torch.no_grad():
             expected = model(features, absolute_features=absolute).numpy()
-        feed = onnx_inputs(model, features.numpy(), None if absolute is None else absolute.numpy())
         (actual,) = session.run(["logits"], feed)
         worst = max(worst, float(np.abs(actual - expected).max()))
     if not worst <= ONNX_TOLERANCE:

@@ -133,7 +133,7 @@ def predict_clips(
     """
     model.eval()
     min_frames = model.config.min_frames
-    takes_absolute = getattr(model.config, "absolute_statistics", False)
+    takes_absolute = model.config.absolute_statistics
     logits = []
     for i, clip in enumerate(features):
         absolute = None if absolute_features is None else absolute_features[i]
@@ -145,9 +145,10 @@ def predict_clips(
             clip = clip.repeat(1, repeats)
             absolute = None if absolute is None else absolute.repeat(1, repeats)
         mine = None if speaker_statistics is None else speaker_statistics[i : i + 1]
-        # None reaches the model, which says what it is missing.
-        extra = {"absolute_features": absolute if absolute is None else absolute[None]}
-        extra = extra if takes_absolute else {}
+        extra = {}
+        if takes_absolute:
+            # None reaches the model, which says what it is missing.
+            extra["absolute_features"] = None if absolute is None else absolute[None]
         logits.append(model(clip[None], speaker_statistics=mine, **extra)[0])
     return torch.stack(logits).numpy() if logits else np.zeros((0, 0), dtype=np.float32)
 
