@@ -1,11 +1,12 @@
 """Benchmark trends bucketing: in SQL (callmood.store.trends) against fetching the rows and
 bucketing them in Python, on SQLite and PostgreSQL.
 
-Seeds N calls (default 10,000, no windows: trends never read them) started over 90 days and
-5 alerts per call on average, then times `compute_trends(by="day", tz="Europe/Berlin")` over
-the 90 days, and the Python way: read every call's (id, started_at, duration, negativity,
-alert_count) and every alert's (call_id, severity, rule, state), bucket by local day with
-zoneinfo. Both must give the same numbers (checked). Prints median milliseconds.
+Seeds N calls (default 10,000, no windows: trends never read them; support.seed_calls)
+started over 90 days and 5 alerts per call on average, then times
+`compute_trends(by="day", tz="Europe/Berlin")` over the 90 days, and the Python way: read
+every call's (id, started_at, duration, negativity, alert_count) and every alert's
+(call_id, severity, rule, state), bucket by local day with zoneinfo. Both must give the
+same numbers (checked). Prints median milliseconds.
 
 Usage: python benchmarks/trends.py [--calls 10000] [--repeats 5]
        [--postgres postgresql+psycopg://user:password@host/db]
@@ -14,70 +15,21 @@ Usage: python benchmarks/trends.py [--calls 10000] [--repeats 5]
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import tempfile
 import time
 from collections import Counter, defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import select, text
+from support import DAYS, LAST_DAY, seed_calls
 
 from callmood import store
 from callmood.store import trends
 from callmood.store.models import AlertRecord, CallRecord
 
 ZONE = "Europe/Berlin"
-LAST_DAY = date(2026, 11, 30)
-DAYS = 90
-
-
-def seed(session_factory, calls: int) -> None:
-    rng = random.Random(7)
-    start = datetime.combine(LAST_DAY - timedelta(days=DAYS - 1), datetime.min.time(), UTC)
-    call_rows, alert_rows = [], []
-    for number in range(calls):
-        started = start + timedelta(seconds=rng.uniform(0, DAYS * 86400))
-        alerts = rng.choice([0, 0, 0, 5, 10, 10])
-        call_rows.append(
-            {
-                "id": f"call{number:06d}",
-                "name": f"Call {number}",
-                "source": "bench",
-                "created_at": started,
-                "started_at": started,
-                "agent": f"agent{rng.randrange(40)}",
-                "queue": rng.choice(["sales", "billing", "support", None]),
-                "duration_seconds": rng.uniform(30, 900),
-                "has_speech": True,
-                "main_speaker": "customer",
-                "negativity": rng.random(),
-                "alert_count": alerts,
-                "model_name": "bench",
-                "result_json": "{}",
-            }
-        )
-        for index in range(alerts):
-            alert_rows.append(
-                {
-                    "call_id": f"call{number:06d}",
-                    "alert_key": f"a{index}",
-                    "rule": rng.choice(["angry_customer", "loud_customer", "silence"]),
-                    "kind": "sustained",
-                    "speaker": "customer",
-                    "severity": rng.choice(["info", "warning", "critical"]),
-                    "opened_at": 1.0,
-                    "value": 0.5,
-                    "message": "bench",
-                    "evidence": [],
-                    "created_at": started,
-                    "state": rng.choice(["open", "acknowledged", "resolved"]),
-                }
-            )
-    with store.session_scope(session_factory) as session:
-        session.execute(insert(CallRecord), call_rows)
-        session.execute(insert(AlertRecord), alert_rows)
 
 
 def in_python(session, chosen: trends.TrendRange) -> dict[date, tuple[int, int, int]]:
@@ -115,7 +67,7 @@ def run(url: str, calls: int, repeats: int, label: str) -> None:
     engine = store.create_database_engine(url)
     store.upgrade_database(engine)
     session_factory = store.make_session_factory(engine)
-    seed(session_factory, calls)
+    seed_calls(session_factory, calls)
     if engine.dialect.name == "postgresql":
         with engine.begin() as connection:
             connection.execute(text("ANALYZE"))
