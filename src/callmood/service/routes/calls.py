@@ -253,8 +253,10 @@ def call_list_csv_rows(
     writer.writerow(CALL_LIST_CSV_COLUMNS)
     # Its own session: the response streams after the request's session is given back.
     with store.session_scope(session_factory) as session:
-        for batch in store.iter_calls(session, selection.filters, sort=selection.sort):
-            open_alerts = store.open_alert_counts(session, [call.id for call in batch])
+        for batch in store.iter_call_rows(session, selection.filters, sort=selection.sort):
+            ids = [call.id for call in batch]
+            open_alerts = store.open_alert_counts(session, ids)
+            tags = store.call_tags(session, ids)
             for call in batch:
                 writer.writerow(
                     [
@@ -266,7 +268,7 @@ def call_list_csv_rows(
                         spreadsheet_safe(call.queue or ""),
                         spreadsheet_safe(call.external_call_id or ""),
                         f"{call.duration_seconds:.3f}",
-                        spreadsheet_safe(";".join(call.tag_names)),
+                        spreadsheet_safe(";".join(tags.get(call.id, []))),
                         call.main_speaker or "",
                         "" if call.negativity is None else f"{call.negativity:.4f}",
                         call.dominant_emotion or "",
