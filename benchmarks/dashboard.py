@@ -86,7 +86,7 @@ def routes(call_id: str, calls: int, alerts: int) -> list[tuple[str, str]]:
         ("GET /api/trends by=agent", f"{TRENDS}&by=agent"),
         ("GET /api/trends by=queue", f"{TRENDS}&by=queue"),
         ("GET /api/trends by=day&agent=agent7", f"{TRENDS}&by=day&agent=agent7"),
-        ("GET /calls/{id} (call page, 400 windows)", f"/calls/{call_id}"),
+        ("GET /calls/{id} (call page, 398 windows)", f"/calls/{call_id}"),
         ("GET /api/calls/{id}/timeline", f"/api/calls/{call_id}/timeline"),
     ]
     return listed
