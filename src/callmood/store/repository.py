@@ -455,7 +455,8 @@ def iter_call_rows(
     batch_size: int = 500,
 ) -> Iterator[list[Any]]:
     """Like :func:`iter_calls`, but rows of the call list's columns (every column but the
-    result) instead of ORM objects, and without tags (see :func:`call_tags`).
+    result, and `open_alerts`: how many of its alerts are open) instead of ORM objects,
+    and without tags (see :func:`call_tags`).
 
     Building 10,000 CallRecord objects and their tag collections is most of the time of
     a CSV export of 10,000 calls (benchmarks/dashboard.py); plain rows take a fraction.
@@ -468,7 +469,9 @@ def iter_call_rows(
     columns = [column for column in CallRecord.__table__.c if column.name != "result_json"]
     query = _sorted_calls(_filtered_calls(filters or CallFilter()), sort)
     rows = session.execute(
-        query.with_only_columns(*columns).execution_options(yield_per=batch_size)
+        query.with_only_columns(
+            *columns, _open_alerts_of_call().label("open_alerts")
+        ).execution_options(yield_per=batch_size)
     )
     for batch in rows.partitions():
         yield list(batch)

@@ -254,9 +254,7 @@ def call_list_csv_rows(
     # Its own session: the response streams after the request's session is given back.
     with store.session_scope(session_factory) as session:
         for batch in store.iter_call_rows(session, selection.filters, sort=selection.sort):
-            ids = [call.id for call in batch]
-            open_alerts = store.open_alert_counts(session, ids)
-            tags = store.call_tags(session, ids)
+            tags = store.call_tags(session, [call.id for call in batch])
             for call in batch:
                 writer.writerow(
                     [
@@ -272,7 +270,7 @@ def call_list_csv_rows(
                         call.main_speaker or "",
                         "" if call.negativity is None else f"{call.negativity:.4f}",
                         call.dominant_emotion or "",
-                        open_alerts.get(call.id, 0),
+                        call.open_alerts,
                         call.alert_count,
                         spreadsheet_safe(call.source),
                         call.model_name,
