@@ -82,6 +82,13 @@ def concrete(path: str) -> str:
 
 
 def assert_refused(client: TestClient, method: str, path: str, **request) -> None:
+    if method == "WEBSOCKET" and path == "/api/connectors/audiohook":
+        # Genesys AudioHook speaks its own protocol: a `disconnect` that says unauthorized.
+        with client.websocket_connect(path, **request) as websocket:
+            refusal = websocket.receive_json()
+        assert refusal["type"] == "disconnect", refusal
+        assert refusal["parameters"]["reason"] == "unauthorized", refusal
+        return
     if method == "WEBSOCKET":
         with client.websocket_connect(concrete(path), **request) as websocket:
             message, code = expect_error(websocket)

@@ -6,6 +6,8 @@ environment variables, the config file (`--config` or `CALLMOOD_CONFIG`), the de
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextvars
 import json
 import os
@@ -149,6 +151,19 @@ class Settings(BaseSettings):
         description="Alert rules YAML. Default: data_dir/rules.yaml (the default rules if absent).",
     )
 
+    # Genesys Cloud AudioHook connector (routes/audiohook.py, docs/connectors-genesys.md):
+    # the API key Genesys sends as X-API-KEY, and its client secret for message signatures.
+    audiohook_api_key: SecretStr | None = Field(
+        None,
+        description="API key of the Genesys AudioHook integration (X-API-KEY); unset: the "
+        "connector refuses every connection.",
+    )
+    audiohook_client_secret: SecretStr | None = Field(
+        None,
+        description="Base64 client secret of the AudioHook integration; set: every connection "
+        "must carry a valid HMAC-SHA256 message signature.",
+    )
+
     @field_validator("webhook_urls", mode="before")
     @classmethod
     def _split_comma_separated(cls, value: Any) -> Any:
@@ -169,6 +184,26 @@ class Settings(BaseSettings):
                 f"auth_token must have at least {MIN_TOKEN_LENGTH} characters (a random one: "
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
+        return value
+
+    @field_validator("audiohook_api_key")
+    @classmethod
+    def _long_api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # Wrong keys are not throttled either: its length is what stops guessing.
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"audiohook_api_key must have at least {MIN_TOKEN_LENGTH} characters")
+        return value
+
+    @field_validator("audiohook_client_secret")
+    @classmethod
+    def _base64_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                key = base64.b64decode(value.get_secret_value(), validate=True)
+            except binascii.Error:
+                raise ValueError("audiohook_client_secret must be base64") from None
+            if not key:
+                raise ValueError("audiohook_client_secret must not be empty")
         return value
 
     @field_validator("webhook_urls")
