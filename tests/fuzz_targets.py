@@ -748,6 +748,147 @@ def check_stream_app(client: Any, message: StreamInput) -> None:
         assert kinds[-1] == "summary", kinds
 
 
+# -------------------------------------------------------------------------- audiohook
+
+_SESSION_ID = "30b0e395-84d3-4570-ac13-9a62d8f514c0"
+_DOC_SIGNATURE_INPUT = (
+    'sig1=("@request-target" "@authority" "audiohook-organization-id" "audiohook-session-id" '
+    '"audiohook-correlation-id" "x-api-key");keyid="SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh";'
+    'nonce="VGhpc0lzQVVuaXF1ZU5vbmNl";alg="hmac-sha256";created=1641013200;expires=3282026430'
+)
+_DOC_SIGNATURE = "sig1=:NZBwyBHRRyRoeLqy1IzOa9VYBuI8TgMFt2GRDkDuJh4=:"
+_DURATIONS = st.sampled_from(
+    ["PT0S", "PT1.5S", "PT.5S", "PT12.340S", "PT1e9S", "P1S", "PT-1S", "PT" + "9" * 39 + "S", ""]
+) | st.floats(0, 1e6).map(lambda seconds: f"PT{seconds}S")
+_MEDIA = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["audio", "video"]),
+        "format": st.sampled_from(["PCMU", "L16", "opus"]),
+        "channels": st.lists(st.sampled_from(["external", "internal", "both"]), max_size=3),
+        "rate": st.sampled_from([8000, 16000, "8000", 8000.0]),
+    },
+)
+_PARAMETERS = {
+    "open": st.fixed_dictionaries(
+        {
+            "organizationId": st.sampled_from([_SESSION_ID, "not-a-uuid"]),
+            "conversationId": st.sampled_from([_SESSION_ID, "not-a-uuid"]),
+            "participant": st.fixed_dictionaries(
+                {"id": st.just(_SESSION_ID), "ani": st.text(max_size=8)},
+                optional={"aniName": st.text(max_size=8), "dnis": _JSON_LEAVES},
+            ),
+            "media": st.lists(_MEDIA, max_size=4) | _JSON_VALUES,
+        },
+        optional={"language": st.sampled_from(["en-US", "EN", 3]), "customConfig": _JSON_VALUES},
+    ),
+    "close": st.fixed_dictionaries({"reason": st.sampled_from(["end", "error", "bored", None])}),
+    "ping": st.fixed_dictionaries({}, optional={"rtt": _DURATIONS}),
+    "resumed": st.fixed_dictionaries({"start": _DURATIONS, "discarded": _DURATIONS}),
+    "discarded": st.fixed_dictionaries({"start": _DURATIONS, "discarded": _DURATIONS}),
+    "update": st.fixed_dictionaries({"language": st.sampled_from(["fr-FR", "x", None])}),
+    "error": st.fixed_dictionaries({"code": st.integers(0, 20000), "message": _JSON_LEAVES}),
+    "dtmf": st.fixed_dictionaries({"digit": st.sampled_from(["1", "#", "A", "12", 1])}),
+}
+
+
+@st.composite
+def _audiohook_message(draw: st.DrawFn, seq: int) -> str:
+    # Mostly a well-formed envelope with the next seq, so the parameters and the session's
+    # order get exercised; sometimes any field wrong or missing.
+    kind = draw(st.sampled_from([*_PARAMETERS, "paused", "bogus", 7]))
+    parameters = _PARAMETERS.get(kind, st.just({})) if isinstance(kind, str) else _JSON_VALUES
+    envelope = {
+        "version": st.sampled_from(["2"] * 6 + ["1", 2]),
+        "id": st.sampled_from([_SESSION_ID] * 6 + ["nope"]),
+        "seq": st.sampled_from([seq] * 6 + [seq + 1, -1, 2**60, 1.0, True, "1"]),
+        "serverseq": st.sampled_from([0] * 6 + [-1, 3]),
+        "position": _DURATIONS,
+        "parameters": parameters if draw(st.integers(0, 5)) else _JSON_VALUES,
+    }
+    message = {"type": kind}
+    for field, values in envelope.items():
+        if draw(st.integers(0, 15)):  # each field present 15 times in 16
+            message[field] = draw(values)
+    return json.dumps(message)
+
+
+@st.composite
+def _audiohook_messages(draw: st.DrawFn) -> tuple[str, ...]:
+    count = draw(st.integers(0, 8))
+    return tuple(
+        draw(_audiohook_message(index + 1) if draw(st.integers(0, 7)) else _TEXT_MESSAGES)
+        for index in range(count)
+    )
+
+
+@dataclass(frozen=True)
+class AudioHookInput:
+    """Client text messages in order, and the two signature headers of the request."""
+
+    messages: tuple[str, ...]
+    signature_input: str
+    signature: str
+
+
+def _header_text(seed: str) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.just(seed),
+        mutated(st.just(seed.encode()), max_mutations=3).map(lambda data: data.decode("latin-1")),
+        st.text(max_size=80),
+    )
+
+
+def audiohook_inputs() -> st.SearchStrategy[AudioHookInput]:
+    return st.builds(
+        AudioHookInput,
+        _audiohook_messages(),
+        _header_text(_DOC_SIGNATURE_INPUT),
+        _header_text(_DOC_SIGNATURE),
+    )
+
+
+def check_audiohook(value: AudioHookInput) -> None:
+    """The AudioHook parsers: client messages with the sequence and position checks, the
+    media choice, and the signature headers. Each accepts or raises its own error."""
+    from types import SimpleNamespace
+
+    from callmood.service.routes.audiohook import (
+        AudioHookConnection,
+        AudioHookProtocolError,
+        AudioHookUnauthorized,
+        choose_media,
+        verify_signature,
+    )
+
+    connection = AudioHookConnection(SimpleNamespace(headers={}))
+    for text in value.messages:
+        try:
+            message = connection.accept_message(text)
+        except AudioHookProtocolError:
+            break  # the server disconnects here
+        assert message.position >= 0 and message.seq == connection.clientseq
+        if message.type == "open":
+            chosen = choose_media(message.parameters["media"])
+            assert chosen is None or chosen in message.parameters["media"]
+    headers = {
+        "host": "audiohook.example.com",
+        "audiohook-organization-id": "d7934305-0972-4844-938e-9060eef73d05",
+        "audiohook-session-id": _SESSION_ID,
+        "audiohook-correlation-id": "e160e428-53e2-487c-977d-96989bf5c99d",
+        "x-api-key": "SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh",
+        "signature-input": value.signature_input,
+        "signature": value.signature,
+    }
+    try:
+        verify_signature(
+            headers, request_target="/api/v1/voicebiometrics/ws", client_secret=b"k", now=1641013201
+        )
+    except AudioHookUnauthorized:
+        return
+    raise AssertionError("a signature verified with the wrong client secret")
+
+
 # ------------------------------------------------------------------------- the targets
 
 
@@ -772,5 +913,6 @@ TARGETS: dict[str, Target] = {
         Target("config", config_inputs, check_config),
         Target("upload", upload_inputs, check_upload),
         Target("upload-app", upload_inputs, check_upload_app, needs_app=True),
+        Target("audiohook", audiohook_inputs, check_audiohook),
     ]
 }

@@ -47,6 +47,7 @@ EXAMPLES = {
     "config": 100,
     "upload": 150,
     "upload-app": 25,
+    "audiohook": 200,
 }
 
 
@@ -67,6 +68,7 @@ test_manifest_reading_never_crashes = _property_test("manifest")
 test_rules_reading_never_crashes = _property_test("rules")
 test_training_config_reading_never_crashes = _property_test("config")
 test_upload_reading_never_crashes = _property_test("upload")
+test_audiohook_parsing_never_crashes = _property_test("audiohook")
 
 
 @pytest.fixture(scope="module")
