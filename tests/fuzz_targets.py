@@ -792,34 +792,41 @@ _PARAMETERS = {
 }
 
 
-@st.composite
-def _audiohook_message(draw: st.DrawFn, seq: int) -> str:
-    # Mostly a well-formed envelope with the next seq, so the parameters and the session's
-    # order get exercised; sometimes any field wrong or missing.
-    kind = draw(st.sampled_from([*_PARAMETERS, "paused", "bogus", 7]))
-    parameters = _PARAMETERS.get(kind, st.just({})) if isinstance(kind, str) else _JSON_VALUES
-    envelope = {
-        "version": st.sampled_from(["2"] * 6 + ["1", 2]),
-        "id": st.sampled_from([_SESSION_ID] * 6 + ["nope"]),
-        "seq": st.sampled_from([seq] * 6 + [seq + 1, -1, 2**60, 1.0, True, "1"]),
-        "serverseq": st.sampled_from([0] * 6 + [-1, 3]),
-        "position": _DURATIONS,
-        "parameters": parameters if draw(st.integers(0, 5)) else _JSON_VALUES,
-    }
-    message = {"type": kind}
-    for field, values in envelope.items():
-        if draw(st.integers(0, 15)):  # each field present 15 times in 16
-            message[field] = draw(values)
-    return json.dumps(message)
+_AUDIOHOOK_KINDS = st.sampled_from([*_PARAMETERS, "paused", "bogus", 7])
+_ANY_PARAMETERS = {kind: values | _JSON_VALUES for kind, values in _PARAMETERS.items()}
+# Mostly the next seq (the offset 0), sometimes a gap, a repeat or a wrong type.
+_SEQ_OFFSETS = st.sampled_from([0] * 6 + [1, -1, 2**60, 1.0, True, "1"])
+_ENVELOPE = {
+    "version": st.sampled_from(["2"] * 6 + ["1", 2]),
+    "id": st.sampled_from([_SESSION_ID] * 6 + ["nope"]),
+    "serverseq": st.sampled_from([0] * 6 + [-1, 3]),
+    "position": _DURATIONS,
+}
+_PRESENT = st.integers(0, 15)  # each envelope field present 15 times in 16
 
 
 @st.composite
 def _audiohook_messages(draw: st.DrawFn) -> tuple[str, ...]:
-    count = draw(st.integers(0, 8))
-    return tuple(
-        draw(_audiohook_message(index + 1) if draw(st.integers(0, 7)) else _TEXT_MESSAGES)
-        for index in range(count)
-    )
+    # Mostly well-formed envelopes with the next seq, so that the parameters and the
+    # session's order get exercised; sometimes any field wrong or missing. The strategies
+    # are built once: building them per draw costs hypothesis most of its time.
+    messages = []
+    for index in range(draw(st.integers(0, 8))):
+        if not draw(st.integers(0, 7)):
+            messages.append(draw(_TEXT_MESSAGES))
+            continue
+        kind = draw(_AUDIOHOOK_KINDS)
+        message: dict[str, Any] = {"type": kind}
+        for field, values in _ENVELOPE.items():
+            if draw(_PRESENT):
+                message[field] = draw(values)
+        if draw(_PRESENT):
+            offset = draw(_SEQ_OFFSETS)
+            message["seq"] = index + 1 + offset if type(offset) is int else offset
+        if draw(_PRESENT):
+            message["parameters"] = draw(_ANY_PARAMETERS.get(kind, _JSON_VALUES))
+        messages.append(json.dumps(message))
+    return tuple(messages)
 
 
 @dataclass(frozen=True)
