@@ -676,6 +676,7 @@ def stream_start(open_message: ClientMessage, media: dict[str, Any]) -> StreamSt
         channels=[SPEAKER_OF_CHANNEL[channel] for channel in media["channels"]],
         name=f"Genesys call {conversation}",
         tags=[AUDIOHOOK_TAG],
+        external_call_id=conversation,  # Genesys's conversation id, to find the call there
     )
 
 
