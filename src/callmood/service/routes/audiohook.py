@@ -517,7 +517,9 @@ def check_authorised(websocket: WebSocket) -> None:
         raise AudioHookUnauthorized("wrong or missing X-API-KEY")
     if settings.audiohook_client_secret is not None:
         scope = websocket.scope
-        target = scope.get("path", "")
+        # The path as sent (still percent-encoded), which is what Genesys signed.
+        raw_path = scope.get("raw_path") or scope.get("path", "").encode()
+        target = raw_path.decode("latin-1")
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
         verify_signature(
