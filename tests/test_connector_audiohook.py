@@ -240,7 +240,15 @@ def through_api_stream(client: TestClient, payload: bytes, channels: list[str]) 
 
 
 def without_ids(alerts: list[dict]) -> list[dict]:
-    return [{key: value for key, value in alert.items() if "id" not in key} for alert in alerts]
+    """Alerts without their ids, values rounded (float rounding, see assert_same_windows)."""
+    return [
+        {
+            key: round(value, 4) if isinstance(value, float) else value
+            for key, value in alert.items()
+            if "id" not in key
+        }
+        for alert in alerts
+    ]
 
 
 def windows(call: dict) -> dict[str, list[dict]]:
