@@ -78,4 +78,47 @@
   document.querySelectorAll("#alerts button[data-action]").forEach((button) => {
     button.addEventListener("click", () => act(button));
   });
+
+  // Alerts of calls stored meanwhile, from /api/events (the server stores a call's alerts
+  // with the call): a banner counts them; "show" swaps in the list as the server renders
+  // it now, same filters and page, without reloading.
+  const banner = document.getElementById("new-items");
+  let freshAlerts = 0;
+  function stored(data) {
+    if (!data.url || !data.alert_count) return;
+    freshAlerts += data.alert_count;
+    document.getElementById("new-items-text").textContent =
+      freshAlerts + " new alert" + (freshAlerts === 1 ? "" : "s") + " stored since the list was shown.";
+    banner.hidden = false;
+  }
+  async function refreshList() {
+    const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    for (const selector of ["#alerts tbody", "#alert-count"]) {
+      const now = document.querySelector(selector);
+      const next = fresh.querySelector(selector);
+      if (now && next) now.replaceWith(next);
+    }
+    const pager = document.getElementById("pager");
+    const freshPager = fresh.getElementById("pager");
+    if (pager) pager.remove();
+    if (freshPager) document.getElementById("alerts-card").after(freshPager);
+    document.querySelectorAll("#alerts input.pick").forEach((box) => box.addEventListener("change", updateSelection));
+    document.querySelectorAll("#alerts button[data-action]").forEach((button) => {
+      button.addEventListener("click", () => act(button));
+    });
+    selectAll.checked = false;
+    updateSelection();
+  }
+  document.getElementById("new-items-show").addEventListener("click", async () => {
+    try {
+      await refreshList();
+      freshAlerts = 0;
+      banner.hidden = true;
+    } catch (error) {
+      Callmood.showMessage(message, "Could not load the new alerts: " + error.message);
+    }
+  });
+  Callmood.events({ call_stored: stored, call_ended: stored });
 })();

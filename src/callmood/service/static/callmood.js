@@ -87,7 +87,31 @@ window.Callmood = (function () {
     element.hidden = !text;
   }
 
+  // The server's push stream (/api/events, server-sent events): `handlers` maps event names
+  // to functions of the parsed data, plus optional `open` and `error`. EventSource reconnects
+  // by itself after a dropped connection; after a refused one (the server restarting answers
+  // 502/503, or nothing) it gives up, so this opens a new one a little later.
+  function events(handlers) {
+    let source = null;
+    function connect() {
+      source = new EventSource("/api/events");
+      Object.entries(handlers).forEach(([name, handle]) => {
+        if (name === "open" || name === "error") return;
+        source.addEventListener(name, (event) => handle(JSON.parse(event.data)));
+      });
+      source.addEventListener("open", () => { if (handlers.open) handlers.open(); });
+      source.addEventListener("error", () => {
+        if (handlers.error) handlers.error();
+        if (source.readyState === EventSource.CLOSED) setTimeout(connect, 5000);
+      });
+    }
+    connect();
+    window.addEventListener("pagehide", () => source && source.close());
+    return { close: () => source && source.close() };
+  }
+
   return {
     emotionColour, formatSeconds, omitEmptyFields, emotionChip, legend, csrfHeaders, api, showMessage,
+    events,
   };
 })();
