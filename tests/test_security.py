@@ -42,6 +42,7 @@ ANONYMOUS_ROUTES = {
 # Mounted folders of public code and styles, with one file each to fetch.
 PUBLIC_MOUNTS = {"/static": "callmood.js", "/docs-assets": "swagger-ui-bundle.js"}
 PAGES_TO_RENDER = ["/calls", "/calls/sec-call", "/live", "/alerts", "/rules", "/model", "/login"]
+PAGES_TO_RENDER += ["/board"]  # the live board (issue 18)
 
 
 def make_app(data_dir: Path, announce_token=None, **settings):
