@@ -123,6 +123,8 @@ def test_two_live_calls_appear_update_and_leave_on_the_board(
     calls_page.goto(f"{base}/calls")
     calls_page.evaluate("() => { window.sameDocument = true; }")
     assert calls_page.locator("#new-items").is_hidden()
+    alerts_page = board_context.new_page()
+    alerts_page.goto(f"{base}/alerts")
 
     first = StreamingCall(server, "Angry caller", angry)
     second = StreamingCall(server, "Calm caller", neutral)
@@ -133,6 +135,13 @@ def test_two_live_calls_appear_update_and_leave_on_the_board(
             tile.wait_for(timeout=30_000)
             assert call.name in tile.locator(".tile-name").inner_text()
         assert tiles.count() == 2 and not board.locator("#board-empty").is_visible()
+        # The angry (and loud) caller raises an alert: its tile and the alerts page say so.
+        board.locator(f'.tile.has-alerts[data-call-id="{first.call_id}"]').wait_for(
+            timeout=TIMEOUT_MS
+        )
+        live_note = alerts_page.locator("#live-alerts")
+        live_note.wait_for(state="visible", timeout=30_000)
+        assert "open on calls in progress" in live_note.inner_text()
         # Both update: an emotion from the server, the talk time going on.
         for call in (first, second):
             badge = board.locator(f'.tile[data-call-id="{call.call_id}"] .badge.emotion')
@@ -154,17 +163,17 @@ def test_two_live_calls_appear_update_and_leave_on_the_board(
         # The server ends every event stream (as when it restarts): the board reconnects,
         # gets a snapshot and keeps both tiles.
         hub = app.state.event_hub
-        assert hub.subscriber_count == 2  # the board and the calls page
+        assert hub.subscriber_count == 3  # the board, the calls and the alerts page
         hub.close()
         deadline = time.monotonic() + 30
-        while hub.subscriber_count < 2 and time.monotonic() < deadline:
+        while hub.subscriber_count < 3 and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert hub.subscriber_count == 2, "the pages did not reconnect"
+        assert hub.subscriber_count == 3, "the pages did not reconnect"
         assert tiles.count() == 2
 
         # One call ends: its tile is marked ended with a link, then leaves; the other stays.
         summary = first.stop()
-        assert summary["stored"]
+        assert summary["stored"] and summary["alert_count"] >= 1
         ended = board.locator(f'.tile.ended[data-call-id="{first.call_id}"]')
         ended.wait_for(timeout=30_000)
         assert ended.locator("a").get_attribute("href") == f"/calls/{first.call_id}"
@@ -182,6 +191,15 @@ def test_two_live_calls_appear_update_and_leave_on_the_board(
         calls_page.locator(f'#calls tr[data-call-id="{first.call_id}"]').wait_for(timeout=30_000)
         assert banner.is_hidden()
         assert calls_page.evaluate("() => window.sameDocument === true"), "reloaded"
+
+        # /alerts offers the stored call's alerts the same way.
+        alerts_banner = alerts_page.locator("#new-items")
+        alerts_banner.wait_for(state="visible", timeout=30_000)
+        assert f"{summary['alert_count']} new alert" in alerts_banner.inner_text()
+        alerts_page.click("#new-items-show")
+        alerts_page.locator(f'#alerts a[href^="/calls/{first.call_id}"]').first.wait_for(
+            timeout=30_000
+        )
 
         # At phone width the tiles stack and nothing sticks out.
         phone_context = browser.new_context(viewport=PHONE)

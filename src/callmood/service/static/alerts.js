@@ -120,5 +120,33 @@
       Callmood.showMessage(message, "Could not load the new alerts: " + error.message);
     }
   });
-  Callmood.events({ call_stored: stored, call_ended: stored });
+  // Alerts open on calls still in progress (stored with their call when it ends): counted
+  // from the snapshot and the alert events, with a link to the live board.
+  const liveNote = document.getElementById("live-alerts");
+  const liveOpen = new Map();  // call id -> open alerts
+  function showLive() {
+    let total = 0;
+    liveOpen.forEach((count) => { total += count; });
+    liveNote.hidden = total === 0;
+    liveNote.replaceChildren(total + " alert" + (total === 1 ? "" : "s") + " open on calls in progress: ");
+    const link = document.createElement("a");
+    link.href = "/board";
+    link.textContent = "see the live board";
+    liveNote.append(link);
+  }
+  function liveChange(data) {
+    liveOpen.set(data.call_id, data.open_alerts);
+    showLive();
+  }
+  Callmood.events({
+    call_stored: stored,
+    call_ended: (data) => { liveOpen.delete(data.call_id); showLive(); stored(data); },
+    snapshot: (data) => {
+      liveOpen.clear();
+      data.calls.forEach((call) => liveOpen.set(call.call_id, call.open_alerts));
+      showLive();
+    },
+    alert_opened: liveChange,
+    alert_closed: liveChange,
+  });
 })();
