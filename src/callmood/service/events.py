@@ -311,11 +311,14 @@ class LiveBoard:
 
     def ended(self, call_id: str, summary: dict[str, Any] | None) -> None:
         """A call left the registry: stored (`summary`), empty or abandoned (None)."""
-        tile = self._tiles.pop(call_id, None)
+        tile = self._tiles.get(call_id)
         if tile is None:
             return
         if tile.pending is not None:
+            # The last windows (the analyser's tail comes at the end) go out before the end.
             tile.pending.cancel()
+            self._send_update(tile)
+        del self._tiles[call_id]
         stored = bool(summary and summary.get("stored"))
         self.hub.publish(
             "call_ended",

@@ -92,18 +92,7 @@
     banner.hidden = false;
   }
   async function refreshList() {
-    const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
-    if (!response.ok) return;
-    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
-    for (const selector of ["#alerts tbody", "#alert-count"]) {
-      const now = document.querySelector(selector);
-      const next = fresh.querySelector(selector);
-      if (now && next) now.replaceWith(next);
-    }
-    const pager = document.getElementById("pager");
-    const freshPager = fresh.getElementById("pager");
-    if (pager) pager.remove();
-    if (freshPager) document.getElementById("alerts-card").after(freshPager);
+    await Callmood.refreshFromServer(["#alerts tbody", "#alert-count"], document.getElementById("alerts-card"));
     document.querySelectorAll("#alerts input.pick").forEach((box) => box.addEventListener("change", updateSelection));
     document.querySelectorAll("#alerts button[data-action]").forEach((button) => {
       button.addEventListener("click", () => act(button));

@@ -87,6 +87,24 @@ window.Callmood = (function () {
     element.hidden = !text;
   }
 
+  // A list as the server renders it now (same URL: same filters and page) swapped in: each
+  // of `selectors` replaced, and the pager (#pager) moved after `pagerAfter`. Throws when
+  // the server cannot be reached; a refused request leaves the page as it was.
+  async function refreshFromServer(selectors, pagerAfter) {
+    const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    for (const selector of selectors) {
+      const now = document.querySelector(selector);
+      const next = fresh.querySelector(selector);
+      if (now && next) now.replaceWith(next);
+    }
+    const pager = document.getElementById("pager");
+    const freshPager = fresh.getElementById("pager");
+    if (pager) pager.remove();
+    if (freshPager) pagerAfter.after(freshPager);
+  }
+
   // The server's push stream (/api/events, server-sent events): `handlers` maps event names
   // to functions of the parsed data, plus optional `open` and `error`. EventSource reconnects
   // by itself after a dropped connection; after a refused one (the server restarting answers
@@ -112,6 +130,6 @@ window.Callmood = (function () {
 
   return {
     emotionColour, formatSeconds, omitEmptyFields, emotionChip, legend, csrfHeaders, api, showMessage,
-    events,
+    events, refreshFromServer,
   };
 })();

@@ -43,18 +43,7 @@
   // The list as the server renders it now (same URL: same filters and page), swapped in.
   async function refreshList() {
     try {
-      const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
-      if (!response.ok) return;
-      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
-      for (const selector of ["#calls tbody", "#count"]) {
-        const now = document.querySelector(selector);
-        const next = fresh.querySelector(selector);
-        if (now && next) now.replaceWith(next);
-      }
-      const pager = document.getElementById("pager");
-      const freshPager = fresh.getElementById("pager");
-      if (pager) pager.remove();
-      if (freshPager) document.querySelector("#calls").closest(".table-scroll").after(freshPager);
+      await Callmood.refreshFromServer(["#calls tbody", "#count"], document.querySelector("#calls").closest(".table-scroll"));
       fillMeters(document.getElementById("calls"));
     } catch (error) {
       // The list stays as it was; the upload's own link still leads to the call.
