@@ -50,9 +50,10 @@ class StreamingCall:
     """A live call from a Python WebSocket client, sending speech at real pace (looping it)
     until `stop()`, in a thread."""
 
-    def __init__(self, server: str, name: str, speech: np.ndarray) -> None:
+    def __init__(self, server: str, name: str, speech: np.ndarray, **start_fields) -> None:
         self.server = server
         self.name = name
+        self.start_fields = start_fields
         self.audio = pcm16(speech)
         self.call_id: str | None = None
         self.summary: dict | None = None
@@ -70,7 +71,7 @@ class StreamingCall:
         try:
             with connect(f"ws://{self.server}/api/stream?token={TOKEN}") as websocket:
                 start = {"type": "start", "sample_rate": 16000, "encoding": "pcm16"}
-                websocket.send(json.dumps({**start, "name": self.name}))
+                websocket.send(json.dumps({**start, "name": self.name, **self.start_fields}))
                 self.call_id = json.loads(websocket.recv(timeout=60))["call_id"]
                 self._ready.set()
                 offset, next_send = 0, time.monotonic()
@@ -126,7 +127,7 @@ def test_two_live_calls_appear_update_and_leave_on_the_board(
     alerts_page = board_context.new_page()
     alerts_page.goto(f"{base}/alerts")
 
-    first = StreamingCall(server, "Angry caller", angry)
+    first = StreamingCall(server, "Angry caller", angry, agent="Ana Ruiz", queue="billing")
     second = StreamingCall(server, "Calm caller", neutral)
     try:
         tiles = board.locator(".tile")
@@ -134,6 +135,9 @@ def test_two_live_calls_appear_update_and_leave_on_the_board(
             tile = board.locator(f'.tile[data-call-id="{call.call_id}"]')
             tile.wait_for(timeout=30_000)
             assert call.name in tile.locator(".tile-name").inner_text()
+        who = board.locator(f'.tile[data-call-id="{first.call_id}"] .tile-who').inner_text()
+        assert who == "agent Ana Ruiz · queue billing"
+        assert board.locator(f'.tile[data-call-id="{second.call_id}"] .tile-who').is_hidden()
         assert tiles.count() == 2 and not board.locator("#board-empty").is_visible()
         # The angry (and loud) caller raises an alert: its tile and the alerts page say so.
         board.locator(f'.tile.has-alerts[data-call-id="{first.call_id}"]').wait_for(
