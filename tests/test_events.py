@@ -378,3 +378,50 @@ def test_a_live_call_and_an_upload_reach_an_open_event_stream(
         reader.wait_for(lambda name, data: bool(reader.comments), timeout=5)
         assert reader.comments[0] == ": heartbeat"
     assert np.isfinite(ended["duration_seconds"])
+
+
+def test_callmood_serve_stops_on_ctrl_c_with_an_event_stream_open(tmp_path):
+    """uvicorn waits for open responses before it stops; an event stream never ends by
+    itself, so `callmood serve` must end them on Ctrl-C (else it hangs until a second one)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+    from conftest import require
+    from service_support import free_port
+
+    from callmood.inference import default_model_dir
+
+    model = os.environ.get("CALLMOOD_MODEL_DIR") or str(default_model_dir())
+    require(Path(model, "model.json").is_file(), "no bundled model")
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("callmood")), "serve", "--port", str(port)]
+        + ["--data-dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "CALLMOOD_MODEL_DIR": model, "CALLMOOD_AUTH_TOKEN": TOKEN},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/login", timeout=5)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, "did not start"
+                time.sleep(0.2)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        with httpx.stream(
+            "GET", f"http://127.0.0.1:{port}/api/events", headers=headers, timeout=60
+        ) as response:
+            reader = EventReader(response)
+            reader.wait_for(lambda name, data: name == "snapshot")
+            server.send_signal(signal.SIGINT)
+            assert server.wait(timeout=30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
