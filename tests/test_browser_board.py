@@ -168,7 +168,7 @@ def test_two_live_calls_appear_update_and_leave_on_the_board(
         # gets a snapshot and keeps both tiles.
         hub = app.state.event_hub
         assert hub.subscriber_count == 3  # the board, the calls and the alerts page
-        hub.close()
+        hub.end_streams()
         deadline = time.monotonic() + 30
         while hub.subscriber_count < 3 and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -76,6 +76,8 @@ def test_next_times_out_with_none_and_a_closed_hub_ends_its_streams():
         hub.close()
         with pytest.raises(HubClosedError):
             await subscriber.next(1.0)
+        with pytest.raises(HubClosedError, match="stopping"):
+            hub.subscribe()
         return idle, hub.subscriber_count
 
     assert asyncio.run(scenario()) == (None, 0)

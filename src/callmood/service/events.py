@@ -106,6 +106,7 @@ class EventHub:
         self.max_subscribers = max_subscribers
         self._subscribers: set[Subscriber] = set()
         self._lock = threading.Lock()
+        self.closed = False
 
     @property
     def subscriber_count(self) -> int:
@@ -118,9 +119,13 @@ class EventHub:
         ------
         HubFullError
             `max_subscribers` are subscribed already.
+        HubClosedError
+            The hub was closed (the server is stopping).
         """
         subscriber = Subscriber(asyncio.get_running_loop(), self.capacity)
         with self._lock:
+            if self.closed:
+                raise HubClosedError("the server is stopping")
             if len(self._subscribers) >= self.max_subscribers:
                 raise HubFullError(
                     f"{self.max_subscribers} event streams are open already; try again later"
@@ -152,7 +157,13 @@ class EventHub:
                     self.unsubscribe(subscriber)  # its loop has closed
 
     def close(self) -> None:
-        """End every stream (the server stops: open streams would otherwise hold it up)."""
+        """End every stream and take no more (the server stops: open streams would hold
+        it up)."""
+        self.closed = True
+        self.end_streams()
+
+    def end_streams(self) -> None:
+        """End the open streams (their readers reconnect, as after a restart)."""
         with self._lock:
             subscribers = list(self._subscribers)
             self._subscribers.clear()

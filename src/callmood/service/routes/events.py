@@ -83,7 +83,7 @@ async def events(request: Request) -> StreamingResponse:
     hub = event_hub(request.app)
     try:
         subscriber = hub.subscribe()
-    except HubFullError as error:
+    except (HubFullError, HubClosedError) as error:
         raise HTTPException(503, str(error), headers={"Retry-After": "30"}) from None
     return StreamingResponse(
         _stream(request.app, hub, subscriber),
