@@ -32,6 +32,7 @@ import contextlib
 import ipaddress
 import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,12 +160,15 @@ class AudioSocketParser:
         self.sample_rate: int | None = None
         self.ended = False
 
-    def feed(self, data: bytes) -> list[Message]:
-        """The complete messages in `data` (with what was left over from before)."""
+    def feed(self, data: bytes) -> Iterator[Message]:
+        """The complete messages in `data` (with what was left over from before).
+
+        A generator, so that the messages before a bad one are handled (the audio heard
+        is kept) before the bad one raises.
+        """
         if self.ended:
-            return []
+            return
         self._buffer += data
-        messages: list[Message] = []
         while not self.ended:
             if self._header is None:
                 if len(self._buffer) < HEADER_BYTES:
@@ -175,8 +179,9 @@ class AudioSocketParser:
                 if kind == KIND_HANGUP:
                     # As Asterisk does: a hangup ends the call whatever its length says.
                     self.ended = True
-                    messages.append(Hangup())
-                    break
+                    self._buffer.clear()
+                    yield Hangup()
+                    return
                 self._header = (kind, length)
             kind, length = self._header
             if len(self._buffer) < length:
@@ -184,10 +189,9 @@ class AudioSocketParser:
             payload = bytes(self._buffer[:length])
             del self._buffer[:length]
             self._header = None
-            messages.append(self._message(kind, payload))
+            yield self._message(kind, payload)
         if self.ended:
             self._buffer.clear()
-        return messages
 
     def end_of_stream(self) -> None:
         """The client closed the connection: fine between messages, not inside one."""
