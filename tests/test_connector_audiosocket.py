@@ -473,3 +473,16 @@ def test_example_client_streams_the_demo_call(served, model_available):
     stored = served.stored_call(str(call_uuid))
     assert stored["call"]["duration_seconds"] == pytest.approx(5.0)
     assert "partial" not in stored["summary"]["tags"]
+
+
+def test_audiosocket_settings_from_the_environment_and_bad_allowlist(monkeypatch):
+    from callmood.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("CALLMOOD_AUDIOSOCKET", "[::1]:9092")
+    monkeypatch.setenv("CALLMOOD_AUDIOSOCKET_ALLOW", "10.0.5.10, 192.168.0.0/16")
+    settings = load_settings()
+    assert settings.audiosocket == "[::1]:9092"
+    assert settings.audiosocket_allow == ["10.0.5.10", "192.168.0.0/16"]
+    monkeypatch.setenv("CALLMOOD_AUDIOSOCKET_ALLOW", "asterisk.internal")
+    with pytest.raises(SettingsError, match="audiosocket_allow.*'asterisk.internal' does not"):
+        load_settings()
