@@ -386,8 +386,7 @@ class AudioSocketListener:
         if not is_allowed(str(peer[0]), self.networks):
             log.warning("AudioSocket: refused %s: not in audiosocket_allow", client)
             return
-        call = _Call(self, client)
-        await call.run(reader)
+        await _Call(self, client).run(reader, writer)
 
 
 class _Call:
@@ -399,9 +398,13 @@ class _Call:
         self.parser = AudioSocketParser()
         self.session: Any = None
 
-    async def run(self, reader: asyncio.StreamReader) -> None:
+    async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            partial_reason = await self._receive(reader)
+            try:
+                partial_reason = await self._receive(reader)
+            finally:
+                # Asterisk learns at once that the call is over; storing it can take seconds.
+                writer.close()
         except AudioSocketProtocolError as error:
             log.warning("AudioSocket %s: %s; closing the connection", self._who(), error)
             partial_reason = f"the client broke the protocol ({error})"
@@ -427,11 +430,9 @@ class _Call:
         await self._conclude(partial_reason)
 
     def _who(self) -> str:
-        return (
-            f"call {self.parser.call_uuid} from {self.client}"
-            if self.parser.call_uuid
-            else (f"connection from {self.client}")
-        )
+        if self.parser.call_uuid is None:
+            return f"connection from {self.client}"
+        return f"call {self.parser.call_uuid} from {self.client}"
 
     async def _receive(self, reader: asyncio.StreamReader) -> str | None:
         """Read until the call ends; returns why it ended early (None: a normal end)."""
@@ -455,7 +456,8 @@ class _Call:
             if self.session is not None:
                 self.session.check_worker()
 
-    async def _handle(self, message: Message) -> Any:
+    async def _handle(self, message: Message) -> str | None | object:
+        """Act on one message; `_CONTINUE`, or the end of the call (as `_receive` returns)."""
         if isinstance(message, Audio):
             if self.session is None:
                 await self._open(message.sample_rate)
