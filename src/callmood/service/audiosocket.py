@@ -9,8 +9,9 @@ res/res_audiosocket.c) is a plain TCP protocol. Asterisk connects, and every mes
 - ``0x01`` the call's UUID, 16 bytes, always the first message,
 - ``0x03`` one ASCII DTMF digit (Asterisk 20+); ignored here,
 - ``0x10`` signed linear 16-bit little-endian mono audio at 8 kHz, and ``0x11``-``0x18``
-  the same at 12, 16, 24, 32, 44.1, 48, 96 and 192 kHz (Asterisk 20.16+ / 22.6+, for
-  channels made with a slin codec of that rate),
+  the same at 12, 16, 24, 32, 44.1, 48, 96 and 192 kHz (added in 2025 for channels made
+  with a slin codec of that rate; the first version of that change, asterisk PR 1492,
+  numbered slin16 0x11: we follow the table published since, where 0x11 is 12 kHz),
 - ``0xff`` an error on the Asterisk side, payload an optional bit-packed error code
   (0x01 hangup of the calling party, 0x02 frame forwarding error, 0x04 memory error).
 
