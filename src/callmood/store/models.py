@@ -77,6 +77,13 @@ class CallRecord(Base):
     name: Mapped[str] = mapped_column(String(300))
     source: Mapped[str] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(default=utc_now, index=True)
+    # From the phone system (migration 0003).
+    agent: Mapped[str | None] = mapped_column(String(200), index=True)
+    queue: Mapped[str | None] = mapped_column(String(200), index=True)
+    external_call_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    # Always set (created_at when unknown). Nullable only because making it NOT NULL would
+    # rebuild the table on SQLite, and dropping the old table cascades to every alert.
+    started_at: Mapped[datetime | None] = mapped_column(index=True)
     duration_seconds: Mapped[float] = mapped_column(Float)
     has_speech: Mapped[bool] = mapped_column(Boolean)
     # Summary of the main analysed speaker (the customer unless the call is mono).
@@ -224,3 +231,24 @@ class JobRecord(Base):
     finished_at: Mapped[datetime | None] = mapped_column()
     error: Mapped[str | None] = mapped_column(Text)
     call_id: Mapped[str | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"))
+
+
+#: Roles of dashboard users, least privileged first (each may do what the ones before may).
+USER_ROLES = ("viewer", "supervisor", "admin")
+
+
+class UserRecord(Base):
+    """A person who logs in to the dashboard (docs/access.md); the password only as a hash."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Kept lower-case, so that unique means unique whatever the case typed.
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(String(200), doc="argon2id, PHC string format.")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    last_login_at: Mapped[datetime | None] = mapped_column()
+    password_changed_at: Mapped[datetime] = mapped_column(default=utc_now)
