@@ -197,11 +197,13 @@ def test_a_call_over_audiosocket_equals_the_same_audio_over_api_stream(
         channels=["customer"],
         name=f"audiosocket {call_uuid}",
         tags=["audiosocket", str(call_uuid)],
+        external_call_id=str(call_uuid),
     )
     reference = served.get(f"/api/calls/{call_id}/timeline").json()
 
     assert stored["summary"]["name"] == f"audiosocket {call_uuid}"
     assert set(stored["summary"]["tags"]) == {"audiosocket", "live", str(call_uuid)}
+    assert stored["summary"]["external_call_id"] == str(call_uuid)  # the UUID Asterisk knows
     assert stored["call"]["duration_seconds"] == pytest.approx(len(customer_8k) / 2 / 8000)
     assert [s["speaker"] for s in stored["timeline"]["speakers"]] == ["customer"]
     windows = stored["timeline"]["speakers"][0]["windows"]

@@ -35,6 +35,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from callmood.errors import CallmoodError
@@ -398,6 +399,7 @@ class _Call:
         self.client = client
         self.parser = AudioSocketParser()
         self.session: Any = None
+        self.connected_at = datetime.now(UTC)  # when Asterisk connected: the call's start
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -488,6 +490,8 @@ class _Call:
             channels=["customer"],
             name=f"audiosocket {call_uuid}",
             tags=["audiosocket", str(call_uuid)],
+            external_call_id=call_uuid,
+            started_at=self.connected_at,
         )
         self.session = await LiveSession.open(self.listener.app, start)
         self.session.start_analysis()
