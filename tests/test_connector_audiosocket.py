@@ -488,3 +488,24 @@ def test_audiosocket_settings_from_the_environment_and_bad_allowlist(monkeypatch
     monkeypatch.setenv("CALLMOOD_AUDIOSOCKET_ALLOW", "asterisk.internal")
     with pytest.raises(SettingsError, match="audiosocket_allow.*'asterisk.internal' does not"):
         load_settings()
+
+
+def test_a_call_in_progress_is_on_the_live_board_until_it_is_stored(served, customer_8k):
+    from callmood.service.routes.stream import live_sessions
+
+    call_uuid = uuid.uuid4()
+    name = f"audiosocket {call_uuid}"
+    with served.connect() as connection:
+        connection.sendall(uuid_message(call_uuid))
+        for packet in packets(speech(customer_8k, 2)):
+            connection.sendall(message(0x10, packet))
+        deadline = time.monotonic() + 30
+        # The same registry the live board reads for /api/stream calls.
+        while name not in [s.start.name for s in list(live_sessions(served.app).values())]:
+            assert time.monotonic() < deadline, "the call never showed as in progress"
+            time.sleep(0.05)
+    served.stored_call(str(call_uuid))
+    deadline = time.monotonic() + 10  # it leaves the registry just after the row is written
+    while name in [s.start.name for s in list(live_sessions(served.app).values())]:
+        assert time.monotonic() < deadline, "the stored call is still listed as in progress"
+        time.sleep(0.05)
