@@ -41,8 +41,17 @@ ANONYMOUS_ROUTES = {
 }
 # Mounted folders of public code and styles, with one file each to fetch.
 PUBLIC_MOUNTS = {"/static": "callmood.js", "/docs-assets": "swagger-ui-bundle.js"}
-PAGES_TO_RENDER = ["/calls", "/calls/sec-call", "/live", "/alerts", "/rules", "/model", "/login"]
-PAGES_TO_RENDER += ["/board"]  # the live board (issue 18)
+PAGES_TO_RENDER = [
+    "/calls",
+    "/calls/sec-call",
+    "/live",
+    "/board",
+    "/alerts",
+    "/trends",
+    "/rules",
+    "/model",
+    "/login",
+]
 
 
 def make_app(data_dir: Path, announce_token=None, **settings):
