@@ -251,7 +251,7 @@ class TwilioProtocol:
         if (
             not isinstance(tracks, list)
             or not tracks
-            or any(track not in TRACK_SPEAKERS for track in tracks)
+            or any(not isinstance(track, str) or track not in TRACK_SPEAKERS for track in tracks)
             or len(set(tracks)) != len(tracks)
         ):
             raise _error(
@@ -292,7 +292,7 @@ class TwilioProtocol:
 
     def _media(self, media: dict[str, Any]) -> bytes:
         track_name = media.get("track")
-        if track_name not in self.tracks:
+        if not isinstance(track_name, str) or track_name not in self.tracks:
             raise _error(
                 f"media.track {_shown(track_name)} is not one of this stream's tracks "
                 f"{list(self.tracks)}"
