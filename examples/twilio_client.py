@@ -156,9 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             websocket.recv(timeout=120)  # the server sends nothing; it closes when stored
         except ConnectionClosed:
             pass
-        close = websocket.close_rcvd
-    code = close.code if close else None
-    reason = close.reason if close else "no close frame"
+    code, reason = websocket.close_code, websocket.close_reason or ""
     print(f"closed with {code} {reason}".rstrip())
     return 0 if code == 1000 else 1
 
