@@ -332,17 +332,32 @@ def _twilio_media(track: str, chunk: Any, timestamp: Any, payload: Any) -> dict[
     }
 
 
+_SEEDS = st.integers(0, 2**32)
+# Hostile values and texts picked by the seeded generator: hypothesis' own recursive
+# strategies cost most of an input's time, and the parser's type checks care about kinds.
+_HOSTILE_VALUES = (
+    None, True, False, 0, -1, 1, 10**20, 1.5, float("inf"), "", "1", "-1", "1e3", "٣",
+    "9" * 40, "x" * 300, "\u0000", [], [1], ["inbound"], {}, {"a": {"b": [None]}},
+    "audio/x-mulaw", "inbound", "outbound", "MZ1", "CA1", "==", "AAA",
+)  # fmt: skip
+_HOSTILE_TEXTS = (
+    "", "null", "[]", "1", '"media"', "{", '{"event": null}', '{"event": "media"}',
+    '{"event": "connected"}', "[" * 5000, '{"event": "stop", "n": ' + "7" * 5000 + "}",
+    "x" * 70_000, '{"event": "media", "media": ' * 50, "\ud800", "é" * 40_000,
+)  # fmt: skip
+
+
 @st.composite
 def _twilio_stream(draw: st.DrawFn) -> list[dict[str, Any]]:
     """A stream as Twilio sends it: connected, start, media of one or both tracks with
     jittered, gapped or stalled timestamps, marks and DTMF, stop. The details come from a
     seeded random generator: a few draws per input keep the campaign fast."""
     tracks = draw(st.sampled_from([["inbound"], ["inbound", "outbound"], ["outbound", "inbound"]]))
-    parameters = draw(
-        st.dictionaries(st.sampled_from(["token", "name", "tags", "agent"]), st.text(max_size=12),
-                        max_size=3)
-    )  # fmt: skip
-    chosen = random.Random(draw(st.integers(0, 2**32)))
+    chosen = random.Random(draw(_SEEDS))
+    parameters = {
+        key: chosen.choice(["", "x", "a,b, c", "é" * 50, "t" * 150, ",".join("t" * 30), "\x00"])
+        for key in chosen.sample(["token", "name", "tags", "agent", "queue"], chosen.randrange(4))
+    }
     messages: list[dict[str, Any]] = [
         {"event": "connected", "protocol": "Call", "version": "1.0.0"},
         {
@@ -360,7 +375,7 @@ def _twilio_stream(draw: st.DrawFn) -> list[dict[str, Any]]:
     ]
     chunks = dict.fromkeys(tracks, 0)
     clocks = dict.fromkeys(tracks, 0)
-    for _ in range(draw(st.integers(0, 60))):
+    for _ in range(chosen.randrange(61)):
         track = chosen.choice(tracks)
         kind = chosen.choice(["media"] * 8 + ["mark", "dtmf"])
         if kind == "mark":
@@ -388,8 +403,8 @@ def _twilio_edit(draw: st.DrawFn, messages: list[dict[str, Any]]) -> list[str]:
     """The stream as texts, with a few edits: a message dropped, repeated or moved, a field
     replaced by any JSON value, bad base64, garbage or an oversized message."""
     texts: list[Any] = list(messages)
-    chosen = random.Random(draw(st.integers(0, 2**32)))
-    for _ in range(draw(st.integers(0, 3))):
+    chosen = random.Random(draw(_SEEDS))
+    for _ in range(chosen.randrange(4)):
         if not texts:
             break
         at = chosen.randrange(len(texts))
@@ -402,13 +417,13 @@ def _twilio_edit(draw: st.DrawFn, messages: list[dict[str, Any]]) -> list[str]:
         elif edit == "move":
             texts.insert(chosen.randrange(len(texts)), texts.pop(at))
         elif edit == "text":
-            texts[at] = draw(_TEXT_MESSAGES | st.just("x" * 70_000))
+            texts[at] = chosen.choice(_HOSTILE_TEXTS)
         elif isinstance(target, dict):
             target = texts[at] = json.loads(json.dumps(target))
             inner = next((value for value in target.values() if isinstance(value, dict)), None)
             where = inner if edit in ("inner", "base64") and inner is not None else target
             key = chosen.choice(sorted(where) + ["extra"])
-            where[key] = "no+base64!" if edit == "base64" else draw(_JSON_VALUES)
+            where[key] = "no+base64!" if edit == "base64" else chosen.choice(_HOSTILE_VALUES)
     return [text if isinstance(text, str) else json.dumps(text) for text in texts]
 
 
