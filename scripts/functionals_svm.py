@@ -69,6 +69,7 @@ from callmood.training.data import (
     trim_silence,
 )
 from callmood.training.evaluate import prepare_clip_set
+from callmood.training.folds import grouped_kfold
 from callmood.training.metrics import classification_metrics
 
 
@@ -143,11 +144,15 @@ def main() -> None:
     )
     parser.add_argument(
         "--protocol",
-        choices=("leave-one-speaker-out", "leave-corpus-out", "in-corpus"),
+        choices=("leave-one-speaker-out", "leave-corpus-out", "in-corpus", "kfold"),
         default="leave-one-speaker-out",
         help="leave-one-speaker-out over all clips (untrimmed, the tables above; MFCC only), "
-        "leave-corpus-out, or leave-one-speaker-out inside each corpus (both trimmed as "
-        "training does)",
+        "leave-corpus-out, leave-one-speaker-out inside each corpus, or the speaker-grouped "
+        "k-fold of `callmood evaluate --protocol kfold` (the same folds; all three trimmed "
+        "as training does)",
+    )
+    parser.add_argument(
+        "--folds", type=int, default=3, help="folds of --protocol kfold (as callmood evaluate)"
     )
     parser.add_argument("--features", choices=FEATURE_SETS, default="mfcc")
     parser.add_argument("--cache", type=Path, help="a folder for each clip's features")
@@ -157,7 +162,9 @@ def main() -> None:
     args = parser.parse_args()
     config = load_training_config(args.config)
     if args.protocol != "leave-one-speaker-out":
-        across_corpora(config, args.protocol, args.features, args.prosody, args.cache)
+        across_corpora(
+            config, args.protocol, args.features, args.prosody, args.cache, folds=args.folds
+        )
         if args.timing:
             print_timings(config)
         return
@@ -349,6 +356,18 @@ def in_corpus_splits(
     return splits
 
 
+def kfold_splits(
+    corpora: np.ndarray, speakers: np.ndarray, num_folds: int
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(fold, train, test) of `callmood evaluate --protocol kfold`: the very same folds.
+
+    Both use `grouped_kfold` on the clips' speakers and corpora, so the network and the
+    SVM are compared on identical train/test speakers (docs/results.md, "Fold assignment").
+    """
+    folds = grouped_kfold(list(speakers), num_folds, corpora=list(corpora))
+    return [(fold.name, fold.train_indices, fold.test_indices) for fold in folds]
+
+
 def per_utterance(x: np.ndarray) -> np.ndarray:
     """Each row standardised across its own values: uses nothing but the clip itself."""
     return (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-6)
@@ -393,6 +412,8 @@ def across_corpora(
     feature_set: str,
     with_prosody: bool,
     cache: Path | None,
+    *,
+    folds: int = 3,
 ) -> None:
     """Print UA / WA per test corpus and their mean, one row per normalisation."""
     base = ["egemaps", "mfcc"] if feature_set == "egemaps+mfcc" else [feature_set]
@@ -403,6 +424,8 @@ def across_corpora(
     x = np.hstack([clips.features[kind] for kind in base] + extra)
     if protocol == "leave-corpus-out":
         splits = leave_corpus_out_splits(clips.corpora)
+    elif protocol == "kfold":
+        splits = kfold_splits(clips.corpora, clips.speakers, folds)
     else:
         splits = in_corpus_splits(clips.corpora, clips.speakers)
     name = feature_set + (" + prosody" if with_prosody else "")
@@ -446,6 +469,8 @@ def across_corpora(
 def protocol_column(protocol: str, corpus: str, corpora: list[str]) -> str:
     if protocol == "leave-corpus-out":
         return f"{'+'.join(c for c in corpora if c != corpus)} -> {corpus}"
+    if protocol == "kfold":
+        return f"{corpus} (speaker k-fold)"
     return f"{corpus} (in-corpus)"
 
 

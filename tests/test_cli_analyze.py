@@ -127,3 +127,46 @@ def test_demo_call_raises_an_angry_customer_alert_with_the_bundled_model(
     # met seconds later, in the second half of the call.
     assert alerts[0]["opened_at"] > result["duration_seconds"] * 0.4
     assert alerts[0]["confirmed_at"] > max(alerts[0]["opened_at"], result["duration_seconds"] / 2)
+
+
+def test_analyze_puts_agent_queue_and_start_time_into_the_json(
+    monkeypatch, capsys, call_path, model_dir, tmp_path
+):
+    output = tmp_path / "result.json"
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        "analyze",
+        call_path,
+        "--model",
+        model_dir,
+        "-o",
+        output,
+        "--agent",
+        " Ana Ruiz ",
+        "--queue",
+        "billing",
+        "--started-at",
+        "2026-12-01T09:15:00+01:00",
+    )
+    assert code == 0, err
+    assert "agent Ana Ruiz" in out and "queue billing" in out
+    metadata = json.loads(output.read_text())["metadata"]
+    assert metadata == {
+        "agent": "Ana Ruiz",
+        "queue": "billing",
+        "external_call_id": None,
+        "started_at": "2026-12-01T08:15:00Z",
+    }
+
+
+def test_analyze_refuses_a_start_time_without_a_zone_before_analysing(
+    monkeypatch, capsys, call_path, tmp_path
+):
+    # No --model: the bad value must be refused before any model is loaded.
+    code, out, err = run_cli(
+        monkeypatch, capsys, "analyze", call_path, "--started-at", "2026-12-01T09:15:00"
+    )
+    assert code == 2
+    assert "started_at" in err and "has no time zone" in err
+    assert "Traceback" not in err

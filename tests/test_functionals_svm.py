@@ -65,3 +65,20 @@ def test_in_corpus_splits_stay_inside_the_corpus_and_leave_one_speaker_out(scrip
         assert set(corpora[train]) == set(corpora[test]) == {name}
         assert len(set(speakers[test])) == 1
         assert not set(speakers[train]) & set(speakers[test])
+
+
+def test_kfold_splits_are_the_folds_callmood_evaluate_uses(script, pooled_rows):
+    """The network and the SVM are compared on the same speakers (docs/results.md)."""
+    from callmood.training.folds import grouped_kfold
+
+    corpora = np.array([row.corpus for row in pooled_rows], dtype=object)
+    speakers = np.array([row.speaker for row in pooled_rows], dtype=object)
+    splits = script.kfold_splits(corpora, speakers, 3)
+    network = grouped_kfold(list(speakers), 3, corpora=list(corpora))
+    assert [name for name, _, _ in splits] == [fold.name for fold in network]
+    for (_, train, test), fold in zip(splits, network, strict=True):
+        assert list(test) == list(fold.test_indices)
+        assert list(train) == list(fold.train_indices)
+        assert not set(speakers[train]) & set(speakers[test])
+        # Every corpus is on both sides of every fold: in-corpus, speaker-independent.
+        assert set(corpora[test]) == set(corpora[train]) == {"emodb", "ravdess"}

@@ -9,6 +9,7 @@ from service_support import database_url, make_call_result  # noqa: F401 (fixtur
 from sqlalchemy import func, inspect, select
 
 from callmood import store
+from callmood.call_metadata import CallMetadata
 from callmood.store.models import AlertRecord, WindowRecord
 
 
@@ -40,7 +41,9 @@ def test_saved_call_reads_back_as_the_same_result(sessions):
     save(sessions, result, name="Billing complaint", tags=["Billing", " vip "])
     with sessions() as session:
         call = store.get_call(session, "call-a")
-        assert store.call_result(call) == result
+        # The same result, with the start time it fell back to (when it was stored).
+        started = CallMetadata(started_at=call.created_at)
+        assert store.call_result(call) == result.model_copy(update={"metadata": started})
         assert call.name == "Billing complaint"
         assert call.tag_names == ["billing", "vip"]
         assert call.dominant_emotion == "angry"

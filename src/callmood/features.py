@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -215,13 +216,42 @@ def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
     return frequencies
 
 
-def mel_filterbank(config: FeatureConfig) -> np.ndarray:
+# Where the VTLP warp stops being f' = alpha * f, as a share of the Nyquist frequency: Jaitly &
+# Hinton's 4800 Hz at 16 kHz. Above it the warp runs linearly to the Nyquist frequency, so the
+# warped spectrum still spans the whole band (nothing is pushed out or left empty).
+VTLP_BOUNDARY_SHARE = 0.6
+
+
+def vtlp_warp(frequencies: np.ndarray, alpha: float, nyquist: float) -> np.ndarray:
+    """Jaitly & Hinton's (2013) piecewise-linear vocal-tract-length warp of `frequencies` (Hz).
+
+    ``f' = alpha * f`` up to the boundary ``f_hi * min(alpha, 1) / alpha`` (``f_hi`` =
+    ``VTLP_BOUNDARY_SHARE * nyquist``), then the straight line to ``(nyquist, nyquist)``.
+    """
+    frequencies = np.asanyarray(frequencies, dtype=np.float64)
+    boundary = VTLP_BOUNDARY_SHARE * nyquist * min(alpha, 1.0) / alpha
+    upper_slope = (nyquist - alpha * boundary) / (nyquist - boundary)
+    return np.where(
+        frequencies <= boundary,
+        alpha * frequencies,
+        alpha * boundary + upper_slope * (frequencies - boundary),
+    )
+
+
+def mel_filterbank(config: FeatureConfig, warp: float = 1.0) -> np.ndarray:
     """Slaney-normalised triangular mel filters, shape (n_mels, n_fft // 2 + 1), float32.
 
     Same construction and rounding as ``librosa.filters.mel(norm="slaney", htk=False)``.
+    `warp` != 1 gives the filters of a VTLP-warped spectrum (:func:`vtlp_warp`): power at
+    ``f`` lands in the band of ``warp(f)``, so ``warp`` > 1 moves the spectrum up.
     """
     n_freqs = config.n_fft // 2 + 1
     fft_frequencies = np.fft.rfftfreq(n=config.n_fft, d=1.0 / config.sample_rate)
+    slopes = None
+    if warp != 1.0:
+        warped = vtlp_warp(fft_frequencies, warp, config.sample_rate / 2)
+        slopes = np.gradient(warped, fft_frequencies)  # the bin at the kink: the mean slope
+        fft_frequencies = warped
     mel_edges = np.linspace(
         _hz_to_mel(np.array([config.fmin]))[0],
         _hz_to_mel(np.array([config.upper_frequency]))[0],
@@ -237,6 +267,11 @@ def mel_filterbank(config: FeatureConfig) -> np.ndarray:
         weights[band] = np.maximum(0, np.minimum(rising, falling))
     # Slaney: each filter has unit area in Hz, so bands carry comparable energy.
     weights *= (2.0 / (edge_frequencies[2:] - edge_frequencies[:-2]))[:, np.newaxis]
+    if slopes is not None:
+        # Each FFT bin is stretched to `slope` bins of the warped spectrum; weighting by it
+        # resamples the spectrum rather than moving its energy, so a flat spectrum stays flat
+        # and the loudness is not part of the augmentation.
+        weights *= slopes.astype(np.float32)[np.newaxis, :]
     return weights
 
 
@@ -292,7 +327,12 @@ class FeatureExtractor(nn.Module):
         """Number of frames for a clip of ``samples`` samples."""
         return self.config.frames_for(samples)
 
-    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        waveforms: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        warps: Sequence[float] | None = None,
+    ) -> torch.Tensor:
         """Compute features.
 
         Parameters
@@ -301,6 +341,9 @@ class FeatureExtractor(nn.Module):
             (B, samples) float32, amplitudes in [-1, 1], zero-padded at the end.
         lengths
             Optional (B,) true lengths in samples; ``None`` means every clip fills the batch.
+        warps
+            Optional VTLP warp factor of each clip (``mel_filterbank(config, warp)``), the
+            training augmentation `augmentation.vocal_tract`; inference never passes it.
 
         Returns
         -------
@@ -339,6 +382,15 @@ class FeatureExtractor(nn.Module):
             ],
             dim=-1,
         )  # (B, frames, n_mels), = power @ mel_filterbank.T
+        if warps is not None:
+            if len(warps) != waveforms.shape[0]:
+                raise FeatureError(
+                    f"warps must have one entry per clip ({waveforms.shape[0]}), got {len(warps)}"
+                )
+            for index, warp in enumerate(warps):
+                if warp != 1.0:
+                    filterbank = torch.from_numpy(mel_filterbank(config, float(warp)))
+                    mel_power[index] = torch.matmul(power[index], filterbank.T)
         log_mel = 10.0 * torch.log10(torch.clamp(mel_power, min=config.amin))
         if config.top_db is not None:
             log_mel = torch.maximum(log_mel, _clip_peak(log_mel, lengths, config) - config.top_db)

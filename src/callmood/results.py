@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from callmood.call_metadata import CallMetadata
+
 SCHEMA_VERSION = "1.0"
 
 #: Speakers of a call. ``mixed`` is the one channel of a mono call (both parties).
@@ -198,6 +200,10 @@ class CallResult(_Result):
     model: ModelInfo
     options: dict[str, Any] = Field(description="The AnalysisOptions used, as a dict.")
     created: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    # Optional and last, so that results written before it existed still read (schema 1.0).
+    metadata: CallMetadata | None = Field(
+        None, description="Agent, queue, external call id and start time, when known."
+    )
 
     def windows(self, speaker: str | None = None) -> list[WindowResult]:
         """All windows (of one speaker, or of every analysed speaker in time order)."""

@@ -45,6 +45,9 @@ class BatchOptions:
     database_url
         Also store every analysed call in the service database at this SQLAlchemy
         URL (``sqlite:///callmood.db``, ``postgresql+psycopg://...``); None: Parquet only.
+    metadata
+        Sidecar CSV of each file's agent, queue, external call id and start time
+        (:func:`~callmood.batch.sources.read_metadata_sidecar`); None: no metadata.
     analysis_overrides
         Further :class:`~callmood.analysis.AnalysisOptions` fields (from Python only),
         e.g. ``{"hop_seconds": 0.5}``.
@@ -65,6 +68,7 @@ class BatchOptions:
     rules: Path | None = None
     model_dir: Path | None = None
     database_url: str | None = None
+    metadata: Path | None = None
     analysis_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

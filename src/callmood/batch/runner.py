@@ -23,7 +23,7 @@ from callmood.alerts import DEFAULT_RULES_PATH, RuleSet
 from callmood.batch.database import DatabaseSink
 from callmood.batch.options import PERFORMANCE_FIELDS, BatchError, BatchOptions
 from callmood.batch.output import BatchOutput
-from callmood.batch.sources import CallFile, file_sha256, find_calls
+from callmood.batch.sources import CallFile, file_sha256, find_calls, read_metadata_sidecar
 from callmood.batch.tables import error_table
 from callmood.batch.worker import (
     PLUGIN_NAME,
@@ -32,6 +32,7 @@ from callmood.batch.worker import (
     CallOutcome,
     analyze_on_worker,
 )
+from callmood.call_metadata import CallMetadata
 from callmood.errors import CallmoodError
 from callmood.inference import default_model_dir
 from callmood.results import SCHEMA_VERSION, CallResult
@@ -123,6 +124,7 @@ def run_batch(
     # Everything that can be wrong with the arguments is found before the output is touched.
     calls = find_calls(source, exclude=Path(out_dir))
     summary.files = len(calls)
+    metadata = read_metadata_sidecar(options.metadata) if options.metadata is not None else {}
     rules = _load_rules(options.rules)
     settings = _settings_fingerprint(options)
     database = DatabaseSink(options.database_url) if options.database_url else None
@@ -132,7 +134,7 @@ def run_batch(
             output.remove_temporaries()
             output.clear_retryable_errors()
 
-            jobs = _name_calls(calls, output, summary, progress, started)
+            jobs = _name_calls(calls, output, summary, progress, started, metadata)
             done = output.done_keys()
             pending = [job for job in jobs if job.call_hash not in done]
             summary.skipped = len(jobs) - len(pending)
@@ -153,10 +155,15 @@ def _name_calls(
     summary: BatchSummary,
     progress: ProgressCallback | None,
     started: float,
+    metadata: dict[Path, CallMetadata],
 ) -> list[CallJob]:
-    """Hash every file; one job per distinct content, unreadable files recorded as errors."""
+    """Hash every file; one job per distinct content, unreadable files recorded as errors.
+
+    A call's metadata is that of its first file the sidecar names.
+    """
     paths_by_hash: dict[str, list[str]] = {}
     channels_by_hash: dict[str, dict[str, int] | None] = {}
+    metadata_by_hash: dict[str, CallMetadata] = {}
     for number, call in enumerate(calls, start=1):
         try:
             call_hash = file_sha256(call.path)
@@ -174,6 +181,9 @@ def _name_calls(
         else:
             paths_by_hash.setdefault(call_hash, []).append(str(call.path))
             channels_by_hash.setdefault(call_hash, call.channels)
+            known = metadata.get(call.path.resolve()) if metadata else None
+            if known is not None:
+                metadata_by_hash.setdefault(call_hash, known)
         if progress is not None:
             progress(
                 BatchProgress(
@@ -187,7 +197,9 @@ def _name_calls(
     summary.calls = len(paths_by_hash)
     summary.duplicate_files = sum(len(paths) - 1 for paths in paths_by_hash.values())
     return [
-        CallJob(call_hash, tuple(paths), channels_by_hash[call_hash])
+        CallJob(
+            call_hash, tuple(paths), channels_by_hash[call_hash], metadata_by_hash.get(call_hash)
+        )
         for call_hash, paths in paths_by_hash.items()
     ]
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from callmood.analysis import AnalysisOptions
 from callmood.audio import _looks_like_audio_container
 from callmood.batch.options import BatchError
+from callmood.call_metadata import METADATA_FIELDS, CallMetadata
 from callmood.errors import CallmoodError
 
 #: File name endings of audio containers. A file with one of these is taken as a call even
@@ -26,6 +27,8 @@ AUDIO_SUFFIXES = frozenset(
     ".au .snd .caf .amr .gsm .vox .raw .ulaw .alaw".split()
 )
 MANIFEST_COLUMNS = ("path", "customer_channel", "agent_channel")
+#: Columns of a metadata sidecar CSV (`--metadata`): the file, then what is known of its call.
+SIDECAR_COLUMNS = ("file", *METADATA_FIELDS)
 _GLOB_CHARACTERS = frozenset("*?[")
 _HASH_BLOCK_BYTES = 1 << 20
 
@@ -36,6 +39,60 @@ class CallFile:
 
     path: Path
     channels: dict[str, int] | None = None
+
+
+def read_metadata_sidecar(sidecar: Path) -> dict[Path, CallMetadata]:
+    """Read a sidecar CSV of call metadata: a ``file`` column (relative paths from the
+    sidecar's folder) and any of ``agent``, ``queue``, ``external_call_id``, ``started_at``.
+
+    Returns
+    -------
+    dict
+        The resolved path of each file -> its metadata.
+
+    Raises
+    ------
+    BatchError
+        Naming the sidecar and line: no ``file`` column, an unknown column, a file named
+        twice or that does not exist (a typo would silently lose its metadata), a bad value.
+    """
+    found: dict[Path, CallMetadata] = {}
+    try:
+        with open(sidecar, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            unknown = [c for c in columns if c not in SIDECAR_COLUMNS]
+            if "file" not in columns or unknown:
+                raise BatchError(
+                    f"metadata {sidecar}: columns must be 'file' and any of "
+                    f"{', '.join(METADATA_FIELDS)} (found: {', '.join(columns) or 'none'})"
+                )
+            reader.fieldnames = columns
+            for line, row in enumerate(reader, start=2):
+                raw_file = (row.get("file") or "").strip()
+                if not raw_file:
+                    if any(
+                        (value or "").strip() for value in row.values() if isinstance(value, str)
+                    ):
+                        raise BatchError(f"metadata {sidecar}, line {line}: empty file")
+                    continue  # a blank line
+                path = Path(raw_file).expanduser()
+                path = (path if path.is_absolute() else sidecar.parent / path).resolve()
+                if not path.is_file():
+                    raise BatchError(f"metadata {sidecar}, line {line}: {raw_file}: no such file")
+                if path in found:
+                    raise BatchError(f"metadata {sidecar}, line {line}: {raw_file} named twice")
+                try:
+                    found[path] = CallMetadata.parse(row)
+                except CallmoodError as error:
+                    raise BatchError(f"metadata {sidecar}, line {line}: {error}") from None
+    except UnicodeDecodeError as error:
+        raise BatchError(f"metadata {sidecar}: not a UTF-8 text CSV ({error.reason})") from None
+    except csv.Error as error:
+        raise BatchError(f"metadata {sidecar}: not a valid CSV ({error})") from None
+    except OSError as error:
+        raise BatchError(f"metadata {sidecar}: cannot read ({error.strerror or error})") from None
+    return found
 
 
 def find_calls(source: str | Path, *, exclude: Path | None = None) -> list[CallFile]:

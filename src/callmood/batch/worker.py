@@ -21,6 +21,7 @@ from callmood.analysis import AnalysisOptions, analyze_call
 from callmood.batch.options import with_channels
 from callmood.batch.sources import file_sha256
 from callmood.batch.tables import error_table, result_tables
+from callmood.call_metadata import CallMetadata
 from callmood.errors import CallmoodError
 from callmood.inference import EmotionModel
 
@@ -29,11 +30,13 @@ PLUGIN_NAME = "callmood-batch-analysis"
 
 @dataclass(frozen=True)
 class CallJob:
-    """One call to analyse: its content hash, its files (analysed first) and channels."""
+    """One call to analyse: its content hash, its files (analysed first), channels and
+    metadata (agent, queue, ... from the sidecar)."""
 
     call_hash: str
     paths: tuple[str, ...]
     channels: dict[str, int] | None = None
+    metadata: CallMetadata | None = None
 
 
 @dataclass
@@ -97,6 +100,8 @@ class CallAnalyzer:
                 raise _FileChangedError(f"{path}: file changed since the batch started")
             options = with_channels(self.options, job.channels)
             result = analyze_call(path, options, self.model, self.rules, call_id=job.call_hash)
+            if job.metadata is not None:
+                result = result.model_copy(update={"metadata": job.metadata})
             outcome.tables = result_tables(job.call_hash, job.paths, result)
             outcome.duration_seconds = result.duration_seconds
         except _FileChangedError as error:

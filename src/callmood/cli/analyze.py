@@ -94,6 +94,21 @@ def analyze_command(
         "voice detection already run on a second thread beside them; more threads here only "
         "contend on a small machine (2 threads take twice as long on 2 cores: docs/analysis.md).",
     ),
+    agent: str | None = typer.Option(
+        None, "--agent", help="The agent who took the call (goes into the JSON's metadata)."
+    ),
+    queue: str | None = typer.Option(
+        None, "--queue", help="The queue or team the call came in on (metadata)."
+    ),
+    external_call_id: str | None = typer.Option(
+        None, "--external-call-id", help="The phone system's id of the call (metadata)."
+    ),
+    started_at: str | None = typer.Option(
+        None,
+        "--started-at",
+        help="When the call really started: ISO 8601 with a time zone, e.g. "
+        "2026-12-03T09:15:00+01:00 (metadata).",
+    ),
 ) -> None:
     """Analyse one call: per-speaker emotion timeline, call scores and alerts.
 
@@ -107,6 +122,7 @@ def analyze_command(
         analyze_call,
         parse_channel_mapping,
     )
+    from callmood.call_metadata import CallMetadata
     from callmood.exports import FORMATS, ExportError, write_export
     from callmood.inference import BACKENDS, EmotionModel
 
@@ -131,6 +147,15 @@ def analyze_command(
             raise AnalysisError("--channels and --mono exclude each other")
         values["channels"] = parse_channel_mapping(channels)
     options = AnalysisOptions(**values)
+    # Checked before the model loads, so a typo fails at once.
+    metadata = CallMetadata.parse(
+        {
+            "agent": agent,
+            "queue": queue,
+            "external_call_id": external_call_id,
+            "started_at": started_at,
+        }
+    )
     rule_set = RuleSet.from_yaml(rules) if rules is not None else None
     import torch
 
@@ -151,6 +176,8 @@ def analyze_command(
             progress.update(task, completed=done, total=total or None)
 
         result = analyze_call(call, options, emotion_model, rule_set, progress=advance)
+    if not metadata.is_empty:
+        result = result.model_copy(update={"metadata": metadata})
 
     print_summary(result)
     if output is not None:
@@ -169,6 +196,9 @@ def print_summary(result: CallResult, target: Console | None = None) -> None:
         f"model {result.model.name} ({result.model.backend})  "
         f"channels {', '.join(f'{s}={i}' for s, i in result.channels.items())}"
     )
+    if result.metadata is not None and not result.metadata.is_empty:
+        known = result.metadata.model_dump(mode="json", exclude_none=True)
+        out.print("  ".join(f"{name} {value}" for name, value in known.items()))
     for note in result.notes:
         out.print(f"[dim]note:[/] {note}")
     if not result.has_speech:

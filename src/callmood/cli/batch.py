@@ -106,6 +106,17 @@ def batch(
             "Default: Parquet only."
         ),
     ),
+    metadata: Path | None = typer.Option(
+        None,
+        "--metadata",
+        metavar="FILE",
+        help=(
+            "Sidecar CSV of what the phone system knows of each call: a 'file' column "
+            "(relative to the CSV's folder) and any of agent, queue, external_call_id, "
+            "started_at (ISO 8601 with a time zone). Into the calls table, the JSON and "
+            "--database."
+        ),
+    ),
 ) -> None:
     """Analyse an archive of calls on Dask: resumable, one bad file never stops the batch."""
     # Imported here: the analysis stack (torch) must not slow down `callmood --help`.
@@ -121,6 +132,7 @@ def batch(
         rules=rules,
         model_dir=model,
         database_url=database,
+        metadata=metadata,
     )
     try:
         with _ProgressBar() as bar:

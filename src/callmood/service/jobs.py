@@ -305,6 +305,7 @@ class JobRunner:
                     tags=tags,
                     audio_path=upload_path,
                     audio_media_type=media_type,
+                    metadata=options.call_metadata(),
                 )
                 mark_job_done(session, job_id, result.call_id)
         except Exception as error:

@@ -10,6 +10,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from callmood.call_metadata import (
+    MAX_AGENT_LENGTH,
+    MAX_QUEUE_LENGTH,
+    CallMetadataFields,
+    describe_errors,
+)
 from callmood.errors import CallmoodError
 from callmood.results import SpeakerSegment, WindowResult
 from callmood.store import AlertRecord, CallRecord, JobRecord
@@ -34,7 +40,7 @@ class UploadOptionsError(CallmoodError):
     status_code = 422
 
 
-class UploadOptions(_Schema):
+class UploadOptions(_Schema, CallMetadataFields):
     """How to analyse an uploaded call (the form fields next to `file`)."""
 
     name: str | None = Field(None, max_length=300, description="Display name; default: file name.")
@@ -86,11 +92,7 @@ class UploadOptions(_Schema):
         try:
             return cls.model_validate(fields)
         except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
-                for item in error.errors()
-            )
-            raise UploadOptionsError(f"invalid upload options: {problems}") from None
+            raise UploadOptionsError(f"invalid upload options: {describe_errors(error)}") from None
 
 
 class JobAccepted(_Schema):
@@ -137,6 +139,12 @@ class CallSummary(_Schema):
     source: str
     tags: list[str]
     created_at: datetime = Field(description="When the call was stored (UTC).")
+    started_at: datetime = Field(
+        description="When the call really started (UTC); when it was stored, if unknown."
+    )
+    agent: str | None = Field(description="The agent who took the call.")
+    queue: str | None = Field(description="The queue (team) the call came in on.")
+    external_call_id: str | None = Field(description="The phone system's id of the call.")
     duration_seconds: float
     has_speech: bool
     main_speaker: str | None = Field(description="Whose scores these are (customer by default).")
@@ -154,6 +162,10 @@ class CallSummary(_Schema):
             source=call.source,
             tags=call.tag_names,
             created_at=call.created_at,
+            started_at=call.started_at or call.created_at,
+            agent=call.agent,
+            queue=call.queue,
+            external_call_id=call.external_call_id,
             duration_seconds=call.duration_seconds,
             has_speech=call.has_speech,
             main_speaker=call.main_speaker,
@@ -166,14 +178,20 @@ class CallSummary(_Schema):
 
 
 class CallUpdate(_Schema):
-    """A new name and/or new tags for a stored call (what is left out stays)."""
+    """A new name, tags, agent or queue for a stored call (what is left out stays)."""
 
     name: str | None = Field(None, min_length=1, max_length=300, description="Display name.")
     tags: list[Annotated[str, Field(max_length=100)]] | None = Field(
         None, max_length=50, description="Replace the tags (an empty list removes them all)."
     )
+    agent: str | None = Field(
+        None, max_length=MAX_AGENT_LENGTH, description="The agent; an empty string clears it."
+    )
+    queue: str | None = Field(
+        None, max_length=MAX_QUEUE_LENGTH, description="The queue; an empty string clears it."
+    )
 
-    _no_nul = field_validator("name", "tags")(refuse_nul)
+    _no_nul = field_validator("name", "tags", "agent", "queue")(refuse_nul)
 
     @field_validator("name")
     @classmethod

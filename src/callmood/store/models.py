@@ -77,6 +77,13 @@ class CallRecord(Base):
     name: Mapped[str] = mapped_column(String(300))
     source: Mapped[str] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(default=utc_now, index=True)
+    # From the phone system (migration 0003).
+    agent: Mapped[str | None] = mapped_column(String(200), index=True)
+    queue: Mapped[str | None] = mapped_column(String(200), index=True)
+    external_call_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    # Always set (created_at when unknown). Nullable only because making it NOT NULL would
+    # rebuild the table on SQLite, and dropping the old table cascades to every alert.
+    started_at: Mapped[datetime | None] = mapped_column(index=True)
     duration_seconds: Mapped[float] = mapped_column(Float)
     has_speech: Mapped[bool] = mapped_column(Boolean)
     # Summary of the main analysed speaker (the customer unless the call is mono).

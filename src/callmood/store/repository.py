@@ -20,6 +20,13 @@ from typing import Any
 from sqlalchemy import ScalarSelect, Select, delete, func, or_, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from callmood.call_metadata import (
+    MAX_AGENT_LENGTH,
+    MAX_QUEUE_LENGTH,
+    CallMetadata,
+    CallMetadataError,
+    clean_label,
+)
 from callmood.errors import CallmoodError
 from callmood.results import CallResult
 from callmood.store.database import session_scope
@@ -89,6 +96,7 @@ def save_call_result(
     audio_path: str | None = None,
     audio_media_type: str | None = None,
     created_at: datetime | None = None,
+    metadata: CallMetadata | None = None,
 ) -> CallRecord:
     """Add a finished call (its result, speakers, windows, segments, alerts and tags).
 
@@ -108,6 +116,9 @@ def save_call_result(
         MIME type of the kept recording, for the player.
     created_at
         When the call was stored (timezone-aware); default: now.
+    metadata
+        Agent, queue, external call id and start time; default: the result's own
+        (`result.metadata`). A missing start time becomes `created_at`.
 
     Raises
     ------
@@ -118,11 +129,20 @@ def save_call_result(
         raise StoreConflictError(f"call {result.call_id}: already stored")
     main_speaker = _main_speaker(result)
     main_scores = result.speakers[main_speaker].scores if main_speaker else None
+    created_at = created_at or utc_now()
+    # Validated again: a CallMetadata built with model_construct or mutated skips its checks.
+    known = CallMetadata.parse((metadata or result.metadata or CallMetadata()).model_dump())
+    known = known.model_copy(update={"started_at": known.started_at or created_at})
+    result = result.model_copy(update={"metadata": known})
     call = CallRecord(
         id=result.call_id,
         name=(name or Path(result.source).name or result.call_id)[:MAX_NAME_LENGTH],
         source=result.source[:500],
-        created_at=created_at or utc_now(),
+        created_at=created_at,
+        agent=known.agent,
+        queue=known.queue,
+        external_call_id=known.external_call_id,
+        started_at=known.started_at,
         duration_seconds=result.duration_seconds,
         has_speech=result.has_speech,
         main_speaker=main_speaker,
@@ -213,9 +233,16 @@ def get_call(session: Session, call_id: str) -> CallRecord:
 
 
 def update_call(
-    session: Session, call_id: str, *, name: str | None = None, tags: list[str] | None = None
+    session: Session,
+    call_id: str,
+    *,
+    name: str | None = None,
+    tags: list[str] | None = None,
+    agent: str | None = None,
+    queue: str | None = None,
 ) -> CallRecord:
-    """Rename a call and/or replace its tags (None leaves that part as it is).
+    """Rename a call, replace its tags, set its agent or queue (None leaves that part as
+    it is; a blank agent or queue clears it).
 
     Raises
     ------
@@ -223,8 +250,17 @@ def update_call(
         No such call.
     CallmoodError
         A tag is longer than 100 characters.
+    CallMetadataError
+        The agent or queue is too long or holds a control character.
     """
     call = get_call(session, call_id)
+    try:
+        if agent is not None:
+            call.agent = clean_label(agent, "agent", MAX_AGENT_LENGTH)
+        if queue is not None:
+            call.queue = clean_label(queue, "queue", MAX_QUEUE_LENGTH)
+    except ValueError as error:
+        raise CallMetadataError(str(error)) from None
     if name is not None:
         call.name = name.strip()[:MAX_NAME_LENGTH]
     if tags is not None:
@@ -238,9 +274,23 @@ def update_call(
     return call
 
 
+def call_metadata(call: CallRecord) -> CallMetadata:
+    """The stored call's agent, queue, external call id and start time."""
+    # model_construct: the columns were checked on the way in, and a start time that was
+    # "at most a day ahead" then must not fail now.
+    return CallMetadata.model_construct(
+        agent=call.agent,
+        queue=call.queue,
+        external_call_id=call.external_call_id,
+        started_at=call.started_at or call.created_at,
+    )
+
+
 def call_result(call: CallRecord) -> CallResult:
-    """The full analysis of a stored call, as a :class:`CallResult`."""
-    return CallResult.model_validate_json(call.result_json)
+    """The full analysis of a stored call, as a :class:`CallResult`, with the call's
+    current metadata (the columns, which PATCH may have changed since the analysis)."""
+    result = CallResult.model_validate_json(call.result_json)
+    return result.model_copy(update={"metadata": call_metadata(call)})
 
 
 @dataclass(frozen=True)
@@ -248,7 +298,8 @@ class CallFilter:
     """What `list_calls` selects; every field is optional.
 
     Dates are timezone-aware and compared with the time the call was stored;
-    `search` matches part of the name (case-insensitive) or a whole tag.
+    `search` matches part of the name (case-insensitive) or a whole tag; agent, queue and
+    external call id match exactly (after trimming).
     """
 
     created_from: datetime | None = None
@@ -258,6 +309,9 @@ class CallFilter:
     min_negativity: float | None = None
     search: str | None = None
     tag: str | None = None
+    agent: str | None = None
+    queue: str | None = None
+    external_call_id: str | None = None
 
 
 def _filtered_calls(filters: CallFilter) -> Select[tuple[CallRecord]]:
@@ -274,6 +328,14 @@ def _filtered_calls(filters: CallFilter) -> Select[tuple[CallRecord]]:
         query = query.where(CallRecord.dominant_emotion == filters.dominant_emotion.lower())
     if filters.min_negativity is not None:
         query = query.where(CallRecord.negativity >= filters.min_negativity)
+    # Exact matches, so that the indexes on these columns serve them.
+    for column, wanted in (
+        (CallRecord.agent, filters.agent),
+        (CallRecord.queue, filters.queue),
+        (CallRecord.external_call_id, filters.external_call_id),
+    ):
+        if wanted and wanted.strip():
+            query = query.where(column == wanted.strip())
     if filters.tag:
         tagged = select(CallTag.call_id).where(CallTag.tag == filters.tag.strip().lower())
         query = query.where(CallRecord.id.in_(tagged))
@@ -301,6 +363,7 @@ def _open_alerts_of_call() -> ScalarSelect[int]:
 #: What `list_calls` can sort by: name -> the column (or expression) compared.
 CALL_SORT_KEYS: dict[str, Callable[[], Any]] = {
     "date": lambda: CallRecord.created_at,
+    "started_at": lambda: CallRecord.started_at,
     "duration": lambda: CallRecord.duration_seconds,
     "negativity": lambda: CallRecord.negativity,
     "alerts": _open_alerts_of_call,  # open ones, as the list's badge counts them

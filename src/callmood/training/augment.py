@@ -1,5 +1,5 @@
 """On-the-fly training augmentation: noise, gain, speed, equalizer, room reverberation, lossy
-codecs, telephone channel, SpecAugment, mixup.
+codecs, telephone channel, vocal-tract-length perturbation, SpecAugment, mixup.
 
 Waveform augmentations work on one float32 16 kHz clip with a numpy generator;
 SpecAugment and mixup work on a torch batch of features. Validation and test
@@ -161,6 +161,17 @@ class WaveformAugmenter:
         speed = self.config.speed
         if speed.probability > 0 and rng.random() < speed.probability:
             return float(rng.uniform(*speed.factors))
+        return 1.0
+
+    def warp_factor(self, rng: np.random.Generator) -> float:
+        """Draw the VTLP warp factor (1 = none); the feature extractor applies it.
+
+        Drawn after the clip's audio augmentations, and only when `vocal_tract` is on, so
+        configs without it consume the random stream exactly as before.
+        """
+        vocal_tract = self.config.vocal_tract
+        if vocal_tract.probability > 0 and rng.random() < vocal_tract.probability:
+            return float(rng.uniform(*vocal_tract.alpha))
         return 1.0
 
     def __call__(

@@ -124,6 +124,35 @@ class CodecConfig(_Strict):
     bitrate_kbps: tuple[int, int] = Field((8, 32), description="bit rate, drawn, kbit/s")
 
 
+# The warp factors VTLP accepts: human vocal tracts differ by about +-15 % in length, and
+# Jaitly & Hinton draw from [0.9, 1.1]; beyond [0.7, 1.3] the "new speaker" is not a person.
+VOCAL_TRACT_ALPHA_LIMITS = (0.7, 1.3)
+
+
+class VocalTractConfig(_Strict):
+    """Vocal-tract-length perturbation (VTLP): the frequency axis warped by a drawn factor."""
+
+    probability: float = Field(0.0, ge=0, le=1)
+    alpha: tuple[float, float] = Field(
+        (0.9, 1.1),
+        description=(
+            "warp factor drawn uniformly per crop; > 1 moves formants up (a shorter vocal "
+            "tract), < 1 down"
+        ),
+    )
+
+    @field_validator("alpha")
+    @classmethod
+    def _plausible(cls, alpha: tuple[float, float]) -> tuple[float, float]:
+        low, high = alpha
+        if not 0 < low <= high:
+            raise ValueError(f"must be 0 < low <= high, got {list(alpha)}")
+        least, most = VOCAL_TRACT_ALPHA_LIMITS
+        if low < least or high > most:
+            raise ValueError(f"must lie within [{least}, {most}], got {list(alpha)}")
+        return alpha
+
+
 class SpecAugmentConfig(_Strict):
     probability: float = Field(0.5, ge=0, le=1)
     time_masks: int = Field(2, ge=0)
@@ -180,7 +209,7 @@ class AugmentationConfig(_Strict):
         le=1,
         description=(
             "share of training batches augmented as audio (noise, gain, speed, equalizer, "
-            "reverb, codec, telephone) "
+            "reverb, codec, telephone, vocal_tract) "
             "whose features are recomputed; the rest use cached clean features"
         ),
     )
@@ -191,6 +220,7 @@ class AugmentationConfig(_Strict):
     equalizer: EqualizerConfig = Field(default_factory=EqualizerConfig)
     reverb: ReverbConfig = Field(default_factory=ReverbConfig)
     codec: CodecConfig = Field(default_factory=CodecConfig)
+    vocal_tract: VocalTractConfig = Field(default_factory=VocalTractConfig)
     spec_augment: SpecAugmentConfig = Field(default_factory=SpecAugmentConfig)
     mixup_alpha: float = Field(0.0, ge=0, description="Beta(alpha, alpha) mixup; 0 = off")
 

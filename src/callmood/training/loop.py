@@ -232,7 +232,7 @@ class _BatchMaker:
     def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         augmentation = self.config.augmentation
         if self.waveform_fraction > 0 and rng.random() < self.waveform_fraction:
-            waveforms = []
+            waveforms, warps = [], []
             for i in batch:
                 factor = self.augmenter.speed_factor(rng)
                 # Crop `factor` times more audio so the sped-up crop is crop_seconds long.
@@ -240,8 +240,18 @@ class _BatchMaker:
                 crop = random_crop(source, round(self.crop_samples * factor), rng)
                 crop = self.augmenter(np.ascontiguousarray(crop), rng, speed_factor=factor)
                 waveforms.append(_fit_length(crop, self.crop_samples))
+                if augmentation.vocal_tract.probability > 0:
+                    warps.append(self.augmenter.warp_factor(rng))
+            # VTLP warps the mel filterbank (the power spectrum's frequency axis) rather than
+            # the audio: the extractor already has the power spectrum, so a warped crop costs
+            # one dense filterbank product and no STFT round trip or phase artefacts. It hence
+            # acts on the finished crop (the channel's band edges shift with the formants, by
+            # at most the drawn factor) and only in these batches, as the other audio
+            # augmentations; cached clean features have no spectrum left to warp.
             with torch.no_grad():
-                features = self.extractor(torch.from_numpy(np.stack(waveforms)))
+                features = self.extractor(
+                    torch.from_numpy(np.stack(waveforms)), warps=warps or None
+                )
             if self.clips.speaker_statistics is not None:
                 statistics = [self.clips.speaker_statistics[i] for i in batch]
                 mean = torch.stack([m for m, _ in statistics])[:, :, None]

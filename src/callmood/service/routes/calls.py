@@ -152,10 +152,16 @@ def call_list_query(
     min_negativity: float | None = Query(None, ge=0, le=1, description="Negativity 0..1."),
     q: str | None = Query(None, max_length=200, description="Part of the name, or a whole tag."),
     tag: str | None = Query(None, max_length=100, description="Only calls with this tag."),
+    agent: str | None = Query(None, max_length=200, description="Only this agent's calls."),
+    queue: str | None = Query(None, max_length=200, description="Only calls of this queue."),
+    external_call_id: str | None = Query(
+        None, max_length=200, description="The call with this id in the phone system."
+    ),
     sort: CallSort = Query(
         "-date",
-        description="Order: date, duration, negativity or alerts (open ones); a leading '-' "
-        "sorts descending. Calls without the value (no speech: no negativity) come last.",
+        description="Order: date (stored), started_at (when the call really started), "
+        "duration, negativity or alerts (open ones); a leading '-' sorts descending. Calls "
+        "without the value (no speech: no negativity) come last.",
     ),
 ) -> CallListQuery:
     """The list's query parameters; one dependency so that the list and its CSV download
@@ -169,6 +175,9 @@ def call_list_query(
             min_negativity=min_negativity,
             search=q,
             tag=tag,
+            agent=agent,
+            queue=queue,
+            external_call_id=external_call_id,
         ),
         sort=sort,
     )
@@ -211,6 +220,10 @@ CALL_LIST_CSV_COLUMNS = (
     "id",
     "name",
     "created_at_utc",
+    "started_at_utc",
+    "agent",
+    "queue",
+    "external_call_id",
     "duration_seconds",
     "tags",
     "main_speaker",
@@ -247,6 +260,10 @@ def call_list_csv_rows(
                         call.id,
                         spreadsheet_safe(call.name),
                         _utc_iso(call.created_at),
+                        _utc_iso(call.started_at or call.created_at),
+                        spreadsheet_safe(call.agent or ""),
+                        spreadsheet_safe(call.queue or ""),
+                        spreadsheet_safe(call.external_call_id or ""),
                         f"{call.duration_seconds:.3f}",
                         spreadsheet_safe(";".join(call.tag_names)),
                         call.main_speaker or "",
@@ -354,12 +371,22 @@ def export_call(
     )
 
 
-@router.patch("/calls/{call_id}", response_model=CallSummary, summary="Rename or retag a call")
+@router.patch(
+    "/calls/{call_id}", response_model=CallSummary, summary="Rename, retag or reassign a call"
+)
 def update_call(
     call_id: str, change: CallUpdate, session: Session = Depends(get_db)
 ) -> CallSummary:
-    """Set the call's `name` and/or replace its `tags`; fields left out stay as they are."""
-    call = store.update_call(session, call_id, name=change.name, tags=change.tags)
+    """Set the call's `name`, `agent` or `queue` (an empty string clears agent or queue)
+    and/or replace its `tags`; fields left out stay as they are."""
+    call = store.update_call(
+        session,
+        call_id,
+        name=change.name,
+        tags=change.tags,
+        agent=change.agent,
+        queue=change.queue,
+    )
     session.commit()
     return CallSummary.from_record(call)
 

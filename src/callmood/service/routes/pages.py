@@ -21,6 +21,7 @@ from markdown_it import MarkdownIt
 from sqlalchemy.orm import Session
 
 from callmood import store
+from callmood.call_metadata import MAX_AGENT_LENGTH, MAX_QUEUE_LENGTH
 from callmood.errors import CallmoodError
 from callmood.labels import EMOTIONS
 from callmood.results import Alert, CallResult, Severity
@@ -208,6 +209,12 @@ def _optional_date(value: str | None) -> date | None:
         return None
 
 
+def _optional_label(value: str | None, max_length: int) -> str | None:
+    """An agent or queue filter: trimmed; None when blank or longer than any stored one."""
+    text = (value or "").strip()
+    return text if text and len(text) <= max_length else None
+
+
 def _model_emotions(request: Request) -> list[str]:
     """The emotions the server's model tells apart (all known ones if it cannot load)."""
     try:
@@ -263,6 +270,8 @@ def _csv_download_url(call_filter: store.CallFilter, order: str) -> str:
         "dominant_emotion": call_filter.dominant_emotion,
         "min_negativity": call_filter.min_negativity,
         "q": call_filter.search,
+        "agent": call_filter.agent,
+        "queue": call_filter.queue,
         "sort": order if order != DEFAULT_CALL_SORT else None,
     }
     query = urlencode({name: value for name, value in params.items() if value is not None})
@@ -278,6 +287,8 @@ def calls_page(
     emotion: str | None = None,
     min_negativity: str | None = None,
     q: str | None = None,
+    agent: str | None = None,
+    queue: str | None = None,
     sort: str | None = None,
     offset: str | None = None,
     limit: str | None = None,
@@ -303,6 +314,9 @@ def calls_page(
         "emotion": emotion if emotion in emotions else None,
         "min_negativity": _optional_float(min_negativity),
         "q": (q or "").strip() or None,
+        # Longer than any stored value: it would match nothing, so it is dropped.
+        "agent": _optional_label(agent, MAX_AGENT_LENGTH),
+        "queue": _optional_label(queue, MAX_QUEUE_LENGTH),
     }
     call_filter = store.CallFilter(
         created_from=_day_start(filters["date_from"]),
@@ -311,6 +325,8 @@ def calls_page(
         dominant_emotion=filters["emotion"],
         min_negativity=filters["min_negativity"],
         search=filters["q"],
+        agent=filters["agent"],
+        queue=filters["queue"],
     )
     order = sort if sort in store.CALL_SORTS else DEFAULT_CALL_SORT
     records, total = store.list_calls(db, call_filter, offset=start, limit=per_page, sort=order)
@@ -321,6 +337,9 @@ def calls_page(
             "id": record.id,
             "name": record.name,
             "created_at": record.created_at,
+            "started_at": record.started_at or record.created_at,
+            "agent": record.agent,
+            "queue": record.queue,
             "duration": _duration(record.duration_seconds),
             "negativity": record.negativity,
             "dominant_emotion": record.dominant_emotion,

@@ -22,8 +22,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
+from callmood.call_metadata import CallMetadataFields
 from callmood.errors import CallmoodError
 from callmood.service import deps
 from callmood.service.jobs import LIVE_SUBDIR
@@ -70,8 +71,9 @@ class StreamProtocolError(CallmoodError):
         self.close_code = close_code
 
 
-class StreamStart(BaseModel):
-    """The first message of a stream: how the audio that follows is encoded."""
+class StreamStart(CallMetadataFields):
+    """The first message of a stream: how the audio that follows is encoded, and optionally
+    the call's agent, queue, external call id and start time (issue 18)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -467,8 +469,15 @@ class LiveSession:
         }
 
     def _store(self, result: Any, tags: list[str]) -> None:
+        from datetime import UTC, datetime, timedelta
+
         from callmood.store import save_call_result, session_scope
 
+        metadata = self.start.call_metadata()
+        if metadata.started_at is None:
+            # Stored at the end of the stream: the call started its length earlier.
+            started = datetime.now(UTC) - timedelta(seconds=result.duration_seconds)
+            metadata = metadata.model_copy(update={"started_at": started})
         try:
             with session_scope(self.app.state.session_factory) as db:
                 save_call_result(
@@ -478,6 +487,7 @@ class LiveSession:
                     tags=tags,
                     audio_path=self.recording.relative_path,
                     audio_media_type="audio/flac",
+                    metadata=metadata,
                 )
         except BaseException:
             # No row without its audio and no audio without its row.

@@ -27,6 +27,16 @@ window.Callmood = (function () {
     return hours ? hours + ":" + String(minutes).padStart(2, "0") + ":" + rest : minutes + ":" + rest;
   }
 
+  // <time datetime="ISO" data-local> elements, rendered in UTC by the server (which does not
+  // know the viewer's zone), shown in the browser's time zone and locale instead.
+  const localFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+  function localTimes(root) {
+    (root || document).querySelectorAll("time[data-local]").forEach((element) => {
+      const moment = new Date(element.dateTime);
+      if (!isNaN(moment)) element.textContent = localFormat.format(moment);
+    });
+  }
+
   // A filter form sends only the fields that are set, so its URLs stay short and readable
   // (empty fields are disabled while submitting, enabled again when the page is shown).
   function omitEmptyFields(form) {
@@ -88,6 +98,6 @@ window.Callmood = (function () {
   }
 
   return {
-    emotionColour, formatSeconds, omitEmptyFields, emotionChip, legend, csrfHeaders, api, showMessage,
+    emotionColour, formatSeconds, localTimes, omitEmptyFields, emotionChip, legend, csrfHeaders, api, showMessage,
   };
 })();

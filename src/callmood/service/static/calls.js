@@ -12,6 +12,8 @@
   const options = {
     name: document.getElementById("upload-name"),
     tags: document.getElementById("upload-tags"),
+    agent: document.getElementById("upload-agent"),
+    queue: document.getElementById("upload-queue"),
     channels: document.getElementById("upload-channels"),
     mono: document.getElementById("upload-mono"),
     analyzeAgent: document.getElementById("upload-analyze-agent"),
@@ -25,6 +27,7 @@
     });
   }
   fillMeters(document);
+  Callmood.localTimes(document);
   Callmood.omitEmptyFields(document.getElementById("filters"));
 
   // A mixed (mono) recording has no channels to order and no separate agent to analyse.
@@ -56,6 +59,7 @@
       if (pager) pager.remove();
       if (freshPager) document.querySelector("#calls").closest(".table-scroll").after(freshPager);
       fillMeters(document.getElementById("calls"));
+      Callmood.localTimes(document.getElementById("calls"));
     } catch (error) {
       // The list stays as it was; the upload's own link still leads to the call.
     }
@@ -116,6 +120,8 @@
     const name = options.name.value.trim();
     if (name) fields.name = count > 1 ? name + " (" + file.name + ")" : name;
     if (options.tags.value.trim()) fields.tags = options.tags.value;
+    if (options.agent.value.trim()) fields.agent = options.agent.value.trim();
+    if (options.queue.value.trim()) fields.queue = options.queue.value.trim();
     if (options.mono.checked) {
       fields.mono = "true";
     } else {
