@@ -589,7 +589,7 @@ async def twilio_stream(websocket: WebSocket) -> None:
             # stream: tell a misconfigured client or a stranger in a message too.
             with contextlib.suppress(Exception):
                 await websocket.send_text(json.dumps({"type": "error", "message": str(error)}))
-        partial_reason = "the Twilio stream broke the protocol"
+        partial_reason = str(error)  # the note on the stored call says why it ended
     except WebSocketDisconnect:
         partial_reason = "Twilio disconnected before stop"
     except asyncio.CancelledError:
