@@ -110,7 +110,7 @@ def screenshot(page, name: str) -> None:
 def log_in(page, server: str) -> None:
     page.goto(f"{server}/calls")
     assert "/login" in page.url, "an anonymous visitor must be sent to the login page"
-    page.fill("#token", TOKEN)
+    page.fill("#password", TOKEN)
     page.click("button[type=submit]")
     page.wait_for_url(f"{server}/calls")
 
@@ -138,7 +138,7 @@ def test_anonymous_visitor_is_sent_to_login_and_wrong_token_is_refused(browser, 
     page = browser.new_page()
     page.goto(f"{server}/alerts")
     assert "/login" in page.url
-    page.fill("#token", "not-the-token")
+    page.fill("#password", "not-the-token")
     page.click("button[type=submit]")
     assert page.locator("#login-error").is_visible()
     screenshot(page, "login")

@@ -366,3 +366,89 @@ def test_upload_names_are_kept_as_data_never_as_paths(app, client, tmp_path, fil
     assert [path.stem for path in recordings] == [job_id]
     assert recordings[0].suffix in ("", ".wav") and recordings[0].parent == audio_dir / "calls"
     assert not (tmp_path / "etc").exists() and not Path(tmp_path.anchor, "x.wav").exists()
+
+
+# ---------------------------------------------------------------------------- roles
+
+#: (method, path) -> the least role that may use it; every other guarded route is "viewer"
+#: (read only). A new route that changes something must be named here (the walk checks).
+ROLE_NEEDED = {
+    ("POST", "/api/calls"): "supervisor",
+    ("PATCH", "/api/calls/{call_id}"): "supervisor",
+    ("DELETE", "/api/calls/{call_id}"): "supervisor",
+    ("GET", "/api/calls/{call_id}/export/{export_format}"): "supervisor",
+    ("POST", "/api/alerts/acknowledge"): "supervisor",
+    ("POST", "/api/alerts/{alert_id}/acknowledge"): "supervisor",
+    ("POST", "/api/alerts/{alert_id}/resolve"): "supervisor",
+    ("WEBSOCKET", "/api/stream"): "supervisor",
+    ("PUT", "/api/rules"): "admin",
+    ("GET", "/admin/users"): "admin",
+    ("POST", "/admin/users"): "admin",
+    ("POST", "/admin/users/{username}/{action}"): "admin",
+}
+ROLES = ("viewer", "supervisor", "admin")
+USER_PASSWORD = "role-walk-password-1"
+
+
+def role_clients(app) -> dict[str, tuple[TestClient, dict[str, str]]]:
+    """One logged-in client per role, with the headers (CSRF token) its changes carry."""
+    from callmood.store.users import create_user
+
+    clients = {}
+    for role in ROLES:
+        with store.session_scope(app.state.session_factory) as session:
+            create_user(session, f"{role}-user", USER_PASSWORD, role)
+        client = TestClient(app, follow_redirects=False)
+        login = {"username": f"{role}-user", "password": USER_PASSWORD}
+        assert client.post("/api/auth/login", json=login).json()["role"] == role
+        clients[role] = (client, {"X-CSRF-Token": csrf_token_of(client.get("/calls").text)})
+    return clients
+
+
+def role_answer(client: TestClient, headers: dict[str, str], method: str, path: str) -> str:
+    """ "refused" (403, or a stream closed as not authorised) or "allowed" (anything else
+    but 401: the route ran, and may still find the request wrong)."""
+    if method == "WEBSOCKET":
+        with client.websocket_connect(concrete(path)) as websocket:
+            websocket.send_json({"type": "no-such-message"})
+            message, _ = expect_error(websocket)
+        return "refused" if "not authorised" in message else "allowed"
+    response = client.request(method, concrete(path), headers=headers)
+    assert response.status_code != 401, f"{method} {path}: the login is not accepted"
+    if response.status_code != 403:
+        return "allowed"
+    if path.startswith("/api"):
+        assert "needs the" in response.json()["detail"], f"{method} {path}"
+    else:  # a page: the browser gets a page saying why
+        assert "text/html" in response.headers["content-type"], path
+        assert "Not allowed" in response.text and "needs the" in response.text, path
+    return "refused"
+
+
+def test_every_route_is_refused_to_a_role_without_the_right_and_allowed_with_it(app):
+    with store.session_scope(app.state.session_factory) as session:
+        store.save_call_result(session, make_call_result("sec-call"), name="Security call")
+    routes = every_route(app)
+    assert set(ROLE_NEEDED) <= set(routes), "ROLE_NEEDED names a route that is gone"
+    guarded = [route for route in routes if route not in ANONYMOUS_ROUTES and route[0] != "MOUNT"]
+    for method, path in guarded:
+        if method not in ("GET", "OPTIONS"):
+            assert (method, path) in ROLE_NEEDED, f"{method} {path}: a viewer may only read"
+    clients = role_clients(app)
+    # Changes first by the ones refused, then by the ones allowed (DELETE last of all).
+    for method, path in sorted(guarded, key=lambda route: route[0] == "DELETE"):
+        needed = ROLE_NEEDED.get((method, path), "viewer")
+        for role in ROLES:
+            client, headers = clients[role]
+            expected = "allowed" if ROLES.index(role) >= ROLES.index(needed) else "refused"
+            assert role_answer(client, headers, method, path) == expected, (
+                f"{method} {path} as {role}"
+            )
+    for client, _ in clients.values():
+        client.close()
+
+
+def test_the_shared_token_acts_as_admin_and_the_header_says_who_is_logged_in(app, client):
+    assert client.put("/api/rules", headers=AUTH, content=b"").status_code != 403
+    assert client.post("/login", data={"token": TOKEN, "next": "/calls"}).status_code == 303
+    assert "shared token · admin" in client.get("/calls").text

@@ -20,7 +20,8 @@ app = typer.Typer(
     help=(
         "Recognise emotions in speech and watch customer-service calls for them.\n\n"
         "Toolkit: `data` (prepare corpora, report), `train`, `evaluate`, `ensemble`.\n"
-        "Calls: `analyze` one call, `batch` an archive on Dask, `serve` the dashboard and API."
+        "Calls: `analyze` one call, `batch` an archive on Dask, `serve` the dashboard and API,\n"
+        "`users` its accounts."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -47,9 +48,9 @@ def _root(
 
 def _register_commands() -> None:
     # Imported here so that `callmood --help` stays one place that lists them all.
-    from callmood.cli import analyze, batch, data, serve, train
+    from callmood.cli import analyze, batch, data, serve, train, users
 
-    for module in (data, train, analyze, serve, batch):
+    for module in (data, train, analyze, serve, batch, users):
         module.register(app)
 
 

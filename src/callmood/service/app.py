@@ -137,6 +137,11 @@ async def _http_error_handler(request: Request, error: Exception) -> Response:
     """A browser gets pages for HTTP errors (404: a page with a way back; /docs signed out:
     the login form, then back); the API and scripts keep the JSON `detail`."""
     assert isinstance(error, StarletteHTTPException)
+    if error.status_code == 403 and not request.url.path.startswith("/api"):
+        # A page a role may not see (deps.require_role): pages answer as pages.
+        from callmood.service.routes.pages import forbidden_page
+
+        return forbidden_page(request, str(error.detail))
     if _browser_navigation(request):
         if error.status_code == 404:
             from callmood.service.routes.pages import not_found_page

@@ -18,6 +18,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -32,6 +33,8 @@ from callmood.settings import (
     TOKEN_HASH_FILE_NAME,
     Settings,
 )
+from callmood.store.models import USER_ROLES
+from callmood.store.users import authenticate, check_role, get_user_by_id
 
 logger = logging.getLogger(__name__)
 
@@ -166,29 +169,57 @@ def _signature(key: bytes, message: str) -> str:
     return hmac.new(key, message.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def make_session_cookie(credentials: Credentials, hours: float) -> str:
-    """A signed, expiring session cookie value (no server-side state)."""
+#: The user field of a session cookie opened with the shared token (no user account).
+SHARED_SESSION = "shared"
+
+
+def _session_message(expires: int, subject: str) -> str:
+    return f"callmood-session:{expires}:{subject}"
+
+
+def user_session_subject(user_id: int, password_changed_at: datetime) -> str:
+    """What a user's session cookie names: the user and when their password was set.
+
+    Signing the password's time too means a new password ends the user's other sessions.
+    """
+    return f"u{user_id}-{int(password_changed_at.timestamp())}"
+
+
+def make_session_cookie(
+    credentials: Credentials, hours: float, subject: str = SHARED_SESSION
+) -> str:
+    """A signed, expiring session cookie value for `subject` (no server-side state).
+
+    `subject` is SHARED_SESSION for the shared token, else `user_session_subject`.
+    """
     expires = int(time.time() + hours * 3600)
-    return f"{expires}.{_signature(credentials.session_key, f'callmood-session:{expires}')}"
+    signature = _signature(credentials.session_key, _session_message(expires, subject))
+    return f"{expires}.{subject}.{signature}"
+
+
+def session_cookie_subject(value: str | None, credentials: Credentials) -> str | None:
+    """Whom a session cookie value names, if it was signed with `credentials` and has not
+    expired; else None."""
+    if not value or value.count(".") != 2:
+        return None
+    expires_text, subject, signature = value.split(".")
+    if not expires_text.isdigit() or int(expires_text) < time.time():
+        return None
+    expected = _signature(credentials.session_key, _session_message(int(expires_text), subject))
+    return subject if hmac.compare_digest(signature, expected) else None
 
 
 def session_cookie_valid(value: str | None, credentials: Credentials) -> bool:
     """Whether a session cookie value was signed with `credentials` and has not expired."""
-    if not value or "." not in value:
-        return False
-    expires_text, signature = value.split(".", 1)
-    if not expires_text.isdigit() or int(expires_text) < time.time():
-        return False
-    expected = _signature(credentials.session_key, f"callmood-session:{int(expires_text)}")
-    return hmac.compare_digest(signature, expected)
+    return session_cookie_subject(value, credentials) is not None
 
 
-def set_session_cookie(response: Response, request: Request) -> None:
+def set_session_cookie(response: Response, request: Request, subject: str = SHARED_SESSION) -> None:
     """Log the browser in: set the session cookie on `response` (HttpOnly, SameSite=Lax)."""
     settings: Settings = request.app.state.settings
     response.set_cookie(
         SESSION_COOKIE,
-        make_session_cookie(request.app.state.credentials, settings.session_hours),
+        make_session_cookie(request.app.state.credentials, settings.session_hours, subject),
         max_age=int(settings.session_hours * 3600),
         httponly=True,
         samesite="lax",
@@ -221,27 +252,91 @@ def _bearer_token(connection: HTTPConnection) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else None
 
 
-def authentication(connection: HTTPConnection) -> str | None:
-    """How a request or WebSocket is authenticated, or None if it is not.
+@dataclass(frozen=True)
+class Actor:
+    """Who a request acts as (kept on ``request.state.actor`` for the routes and audit).
 
-    "disabled" (the settings' `auth_disabled`), "bearer" (the API token in the
-    Authorization header), "cookie" (a valid login session cookie) or "query" (the token
-    as the `token` query parameter: WebSockets only, since browsers cannot set headers on
-    them; plain HTTP requests may not, as URLs get logged).
+    `kind` is "user" (a user account's session), "token" (the shared API token, by
+    header, query or its login session: an integration credential with the admin role)
+    or "anonymous" (`auth_disabled`: also admin, as before accounts existed).
+    """
+
+    kind: str
+    role: str
+    name: str
+    user_id: int | None = None
+    display_name: str | None = None
+
+    def may(self, role: str) -> bool:
+        """Whether this actor has `role` or a higher one."""
+        return USER_ROLES.index(self.role) >= USER_ROLES.index(role)
+
+
+SHARED_TOKEN_ACTOR = Actor(kind="token", role="admin", name="shared token")
+ANONYMOUS_ACTOR = Actor(kind="anonymous", role="admin", name="anonymous")
+
+
+def _session_actor(connection: HTTPConnection, subject: str) -> Actor | None:
+    if subject == SHARED_SESSION:
+        return SHARED_TOKEN_ACTOR
+    match = re.fullmatch(r"u(\d+)-(\d+)", subject)
+    if match is None:
+        return None
+    # Read on every request, so that disabling a user ends their sessions at once.
+    with connection.app.state.session_factory() as session:
+        user = get_user_by_id(session, int(match.group(1)))
+    if user is None or user.disabled:
+        return None
+    if user_session_subject(user.id, user.password_changed_at) != subject:
+        return None  # the password was changed since this login
+    return Actor(
+        kind="user",
+        role=user.role,
+        name=user.username,
+        user_id=user.id,
+        display_name=user.display_name,
+    )
+
+
+def authenticate_connection(connection: HTTPConnection) -> tuple[str, Actor] | None:
+    """How a request or WebSocket is authenticated and who it acts as, or None.
+
+    The method is "disabled" (the settings' `auth_disabled`), "bearer" (the API token in
+    the Authorization header), "cookie" (a valid login session cookie of the shared token
+    or of an enabled user) or "query" (the token as the `token` query parameter:
+    WebSockets only, since browsers cannot set headers on them; plain HTTP requests may
+    not, as URLs get logged).
     """
     state = connection.app.state
     if state.settings.auth_disabled:
-        return "disabled"
+        return "disabled", ANONYMOUS_ACTOR
     credentials: Credentials = state.credentials
     if token_matches(_bearer_token(connection), credentials.token_hash):
-        return "bearer"
-    if session_cookie_valid(connection.cookies.get(SESSION_COOKIE), credentials):
-        return "cookie"
+        return "bearer", SHARED_TOKEN_ACTOR
+    subject = session_cookie_subject(connection.cookies.get(SESSION_COOKIE), credentials)
+    if subject is not None:
+        actor = _session_actor(connection, subject)
+        if actor is not None:
+            return "cookie", actor
     if connection.scope["type"] == "websocket" and token_matches(
         connection.query_params.get("token"), credentials.token_hash
     ):
-        return "query"
+        return "query", SHARED_TOKEN_ACTOR
     return None
+
+
+def authentication(connection: HTTPConnection) -> str | None:
+    """How a request or WebSocket is authenticated (see `authenticate_connection`), or None."""
+    found = authenticate_connection(connection)
+    return found[0] if found else None
+
+
+def current_actor(connection: HTTPConnection) -> Actor | None:
+    """Who the request acts as, or None if it is not authenticated (also sets
+    ``connection.state.actor``)."""
+    found = authenticate_connection(connection)
+    connection.state.actor = found[1] if found else None
+    return connection.state.actor
 
 
 def is_authenticated(connection: HTTPConnection) -> bool:
@@ -278,6 +373,37 @@ def too_many_logins_message(retry_after: int) -> str:
     return f"too many failed logins from this address: try again in {wait}"
 
 
+@dataclass(frozen=True)
+class LoginResult:
+    """A login attempt: the session `subject` and `actor` on success, else `problem`."""
+
+    subject: str | None
+    actor: Actor | None
+    problem: str = ""
+
+
+def user_login(request: Request, username: str, password: str) -> LoginResult:
+    """Check a user's name and password.
+
+    The caller throttles (`login_retry_after`, `record_login_attempt`) as for the token.
+    """
+    with request.app.state.session_factory() as session:
+        outcome = authenticate(session, username, password)
+        user = outcome.user
+        if user is None:
+            return LoginResult(None, None, outcome.problem or "login refused")
+        session.commit()  # last_login_at, and the hash if it was upgraded
+        actor = Actor("user", user.role, user.username, user.id, user.display_name)
+        return LoginResult(user_session_subject(user.id, user.password_changed_at), actor)
+
+
+def token_login(request: Request, token: str) -> LoginResult:
+    """Check the shared API token (an integration credential that logs in as admin)."""
+    if token_matches(token, request.app.state.credentials.token_hash):
+        return LoginResult(SHARED_SESSION, SHARED_TOKEN_ACTOR)
+    return LoginResult(None, None, "wrong API token")
+
+
 # ---------------------------------------------------------------------------- dependencies
 
 
@@ -306,15 +432,16 @@ def require_api_token(request: Request) -> None:
     CSRF token in the X-CSRF-Token header (403 otherwise): a browser sends the cookie
     with requests other sites start, but only the dashboard's own pages know the token.
     """
-    method = authentication(request)
-    if method is None:
+    found = authenticate_connection(request)
+    request.state.actor = found[1] if found else None
+    if found is None:
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
             detail="missing or invalid API token: send 'Authorization: Bearer <token>' "
             "(printed when the server made it) or log in at /login",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if method == "cookie" and request.method not in SAFE_METHODS:
+    if found[0] == "cookie" and request.method not in SAFE_METHODS:
         expected = csrf_token(request)
         sent = request.headers.get(CSRF_HEADER, "")
         if expected is None or not hmac.compare_digest(sent.encode(), expected.encode()):
@@ -328,10 +455,42 @@ def require_api_token(request: Request) -> None:
 
 def require_login(request: Request) -> None:
     """Page guard: redirect (303) to the login page unless logged in."""
-    if not is_authenticated(request):
+    if current_actor(request) is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise HTTPException(
             status_code=status.HTTP_303_SEE_OTHER,
             detail="login required",
             headers={"Location": f"{LOGIN_PATH}?next={quote(target, safe='')}"},
         )
+
+
+def role_refusal(actor: Actor | None, role: str) -> str | None:
+    """Why `actor` may not do what needs `role`, or None if it may."""
+    if actor is None or actor.may(role):
+        return None
+    return (
+        f"not allowed: this needs the {role} role; {actor.name!r} has the {actor.role} role "
+        "(see docs/access.md)"
+    )
+
+
+def require_role(role: str) -> Callable[[Request], None]:
+    """A dependency that answers 403 unless the request's actor has `role` or higher.
+
+    Put it after `require_api_token` or `require_login` (a router's dependencies run
+    first), which authenticate the request and set ``request.state.actor``; pages get
+    the 403 as a page (see the app's HTTP error handler).
+    """
+    check_role(role)
+
+    def check(request: Request) -> None:
+        actor = getattr(request.state, "actor", None)
+        if actor is None:
+            actor = current_actor(request)
+        if actor is None:
+            raise HTTPException(status_code=status.HTTP_401_UNAUTHORIZED, detail="login required")
+        problem = role_refusal(actor, role)
+        if problem is not None:
+            raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=problem)
+
+    return check

@@ -309,11 +309,20 @@ class LoginRequest(_Schema):
     token: str = Field(min_length=1, max_length=1000)
 
 
+class UserLoginRequest(_Schema):
+    """Log a browser in with a user account (docs/access.md)."""
+
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1000)
+
+
 class LoginStatus(_Schema):
-    """Whether the caller is authenticated."""
+    """Whether the caller is authenticated, and as whom."""
 
     authenticated: bool
     auth_disabled: bool
+    user: str | None = Field(None, description="The user name, or 'shared token'.")
+    role: str | None = Field(None, description="viewer, supervisor or admin.")
 
 
 class ModelDescription(_Schema):

@@ -231,3 +231,24 @@ class JobRecord(Base):
     finished_at: Mapped[datetime | None] = mapped_column()
     error: Mapped[str | None] = mapped_column(Text)
     call_id: Mapped[str | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"))
+
+
+#: Roles of dashboard users, least privileged first (each may do what the ones before may).
+USER_ROLES = ("viewer", "supervisor", "admin")
+
+
+class UserRecord(Base):
+    """A person who logs in to the dashboard (docs/access.md); the password only as a hash."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Kept lower-case, so that unique means unique whatever the case typed.
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(String(200), doc="argon2id, PHC string format.")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    last_login_at: Mapped[datetime | None] = mapped_column()
+    password_changed_at: Mapped[datetime] = mapped_column(default=utc_now)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from sqlalchemy.orm import Session
 
 from callmood import store
-from callmood.service.deps import get_db, require_api_token
+from callmood.service.deps import get_db, require_api_token, require_role
 from callmood.service.paging import MAX_OFFSET
 from callmood.service.routes.calls import query_time_utc
 from callmood.service.schemas import AlertPage, AlertSelection, StoredAlert
@@ -57,6 +57,7 @@ def list_alerts(
 
 @router.post(
     "/acknowledge",
+    dependencies=[Depends(require_role("supervisor"))],
     response_model=list[StoredAlert],
     summary="Acknowledge many alerts",
     responses={404: {"description": "An id is no alert; nothing was changed"}},
@@ -77,7 +78,12 @@ def acknowledge_alerts(
 AlertId = Path(ge=0, le=2**63 - 1, description="The alert's id.")
 
 
-@router.post("/{alert_id}/acknowledge", response_model=StoredAlert, summary="Acknowledge")
+@router.post(
+    "/{alert_id}/acknowledge",
+    response_model=StoredAlert,
+    summary="Acknowledge",
+    dependencies=[Depends(require_role("supervisor"))],
+)
 def acknowledge_alert(alert_id: int = AlertId, session: Session = Depends(get_db)) -> StoredAlert:
     """Mark the alert as seen (idempotent; a resolved alert stays resolved)."""
     alert = store.set_alert_state(session, alert_id, "acknowledged")
@@ -85,7 +91,12 @@ def acknowledge_alert(alert_id: int = AlertId, session: Session = Depends(get_db
     return StoredAlert.from_record(alert)
 
 
-@router.post("/{alert_id}/resolve", response_model=StoredAlert, summary="Resolve")
+@router.post(
+    "/{alert_id}/resolve",
+    response_model=StoredAlert,
+    summary="Resolve",
+    dependencies=[Depends(require_role("supervisor"))],
+)
 def resolve_alert(alert_id: int = AlertId, session: Session = Depends(get_db)) -> StoredAlert:
     """Mark the alert as dealt with (idempotent)."""
     alert = store.set_alert_state(session, alert_id, "resolved")

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from callmood import store
 from callmood.results import CallResult
-from callmood.service.deps import get_db, get_settings, require_api_token
+from callmood.service.deps import get_db, get_settings, require_api_token, require_role
 from callmood.service.jobs import INCOMING_SUBDIR
 from callmood.service.paging import (
     DEFAULT_PAGE_SIZE,
@@ -103,6 +103,7 @@ def query_time_utc(moment: datetime | None) -> datetime | None:
 
 @router.post(
     "/calls",
+    dependencies=[Depends(require_role("supervisor"))],
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobAccepted,
     openapi_extra=_UPLOAD_OPENAPI,
@@ -351,7 +352,11 @@ def get_audio(
     return FileResponse(path, media_type=call.audio_media_type or "application/octet-stream")
 
 
-@router.get("/calls/{call_id}/export/{export_format}", summary="Export a call's analysis")
+@router.get(
+    "/calls/{call_id}/export/{export_format}",
+    summary="Export a call's analysis",
+    dependencies=[Depends(require_role("supervisor"))],
+)
 def export_call(
     call_id: str, export_format: ExportFormat, session: Session = Depends(get_db)
 ) -> Response:
@@ -372,7 +377,10 @@ def export_call(
 
 
 @router.patch(
-    "/calls/{call_id}", response_model=CallSummary, summary="Rename, retag or reassign a call"
+    "/calls/{call_id}",
+    response_model=CallSummary,
+    summary="Rename, retag or reassign a call",
+    dependencies=[Depends(require_role("supervisor"))],
 )
 def update_call(
     call_id: str, change: CallUpdate, session: Session = Depends(get_db)
@@ -391,7 +399,12 @@ def update_call(
     return CallSummary.from_record(call)
 
 
-@router.delete("/calls/{call_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a call")
+@router.delete(
+    "/calls/{call_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a call",
+    dependencies=[Depends(require_role("supervisor"))],
+)
 def delete_call(call_id: str, request: Request, settings: Settings = Depends(get_settings)) -> None:
     """Delete the call's rows and its recording together (all or nothing)."""
     store.delete_call(request.app.state.session_factory, call_id, settings.resolved_audio_dir)

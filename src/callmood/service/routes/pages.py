@@ -7,14 +7,16 @@ session's CSRF token (the `csrf-token` meta tag of every signed-in page).
 
 from __future__ import annotations
 
+import hmac
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 from urllib.parse import urlencode, urlsplit
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from markdown_it import MarkdownIt
@@ -58,7 +60,10 @@ SEVERITIES = get_args(Severity)
 def _render(
     request: Request, template: str, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
-    context.setdefault("logged_in", deps.is_authenticated(request))
+    actor = getattr(request.state, "actor", None) or deps.current_actor(request)
+    context.setdefault("logged_in", actor is not None)
+    # The header shows who is logged in; pages offer only what the role may do.
+    context.setdefault("actor", actor)
     # Scripts send it with every change they ask the API for (see deps.require_api_token).
     context.setdefault("csrf_token", deps.csrf_token(request))
     context.setdefault("title", "callmood")
@@ -89,7 +94,12 @@ def _safe_next(target: str | None) -> str:
 
 
 def _login_form(
-    request: Request, next: str | None, *, status_code: int = 200, error: str | None = None
+    request: Request,
+    next: str | None,
+    *,
+    status_code: int = 200,
+    error: str | None = None,
+    username: str = "",
 ) -> HTMLResponse:
     return _render(
         request,
@@ -100,23 +110,31 @@ def _login_form(
         logged_in=False,
         next=_safe_next(next),
         error=error,
+        username=username,
+        actor=None,
         token_hint=str(request.app.state.settings.data_dir / TOKEN_FILE_NAME),
     )
 
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, next: str | None = Query(None)) -> HTMLResponse:
-    """The login form (the API token is the password)."""
+    """The login form: a user name and password, or the API token (no user name)."""
     return _login_form(request, next)
 
 
 @router.post("/login", response_model=None)
 def login(
-    request: Request, token: str = Form(""), next: str = Form("/calls")
+    request: Request,
+    username: str = Form(""),
+    password: str = Form(""),
+    token: str = Form(""),
+    next: str = Form("/calls"),
 ) -> HTMLResponse | RedirectResponse:
-    """Check the token; on success set the session cookie and go to `next`.
+    """Check the user's password (without a user name: the API token); on success set
+    the session cookie and go to `next`.
 
-    Too many wrong tokens from one address get the form back with 429 and `Retry-After`.
+    Too many wrong passwords or tokens from one address get the form back with 429 and
+    `Retry-After`. The `token` field is what the form sent before user accounts.
     """
     retry_after = deps.login_retry_after(request)
     if retry_after is not None:
@@ -128,14 +146,17 @@ def login(
         )
         page.headers["Retry-After"] = str(retry_after)
         return page
-    success = deps.token_matches(token.strip(), request.app.state.credentials.token_hash)
-    deps.record_login_attempt(request, success=success)
-    if not success:
-        return _login_form(
-            request, next, status_code=401, error="That token is not the server's API token."
-        )
+    if username.strip():
+        result = deps.user_login(request, username, password)
+        problem = result.problem.capitalize() + "."
+    else:
+        result = deps.token_login(request, (password or token).strip())
+        problem = "That token is not the server's API token."
+    deps.record_login_attempt(request, success=result.subject is not None)
+    if result.subject is None:
+        return _login_form(request, next, status_code=401, error=problem, username=username)
     response = RedirectResponse(_safe_next(next), status_code=303)
-    deps.set_session_cookie(response, request)
+    deps.set_session_cookie(response, request, result.subject)
     return response
 
 
@@ -145,6 +166,11 @@ def logout() -> RedirectResponse:
     response = RedirectResponse("/login", status_code=303)
     deps.clear_session_cookie(response)
     return response
+
+
+def forbidden_page(request: Request, message: str) -> HTMLResponse:
+    """The page a signed-in browser gets for a page its role may not see (403)."""
+    return _render(request, "error.html", 403, title="Not allowed", message=message)
 
 
 def not_found_page(request: Request) -> HTMLResponse:
@@ -662,3 +688,112 @@ def model_page(request: Request) -> HTMLResponse:
 
 
 router.include_router(pages)
+
+
+# ---------------------------------------------------------------------------- admin
+
+
+#: The Users page and its forms: admins only.
+ADMIN_ONLY = [Depends(deps.require_role("admin"))]
+
+
+def _users_page(
+    request: Request, db: Session, status_code: int = 200, error: str | None = None, done: str = ""
+) -> HTMLResponse:
+    from callmood.store.models import USER_ROLES
+    from callmood.store.users import MIN_PASSWORD_LENGTH, list_users
+
+    return _render(
+        request,
+        "admin_users.html",
+        status_code,
+        title="Users",
+        active="Users",
+        users=list_users(db),
+        roles=USER_ROLES,
+        min_password=MIN_PASSWORD_LENGTH,
+        error=error,
+        done=done,
+    )
+
+
+@pages.get("/admin/users", response_class=HTMLResponse, dependencies=ADMIN_ONLY)
+def users_page(
+    request: Request, done: str = Query("", max_length=200), db: Session = Depends(deps.get_db)
+) -> HTMLResponse:
+    """The user accounts and their roles, with forms to add, disable, enable and reset."""
+    return _users_page(request, db, done=done)
+
+
+def _check_form_csrf(request: Request, sent: str) -> None:
+    # The forms post with the login cookie, so like the API they must prove they come
+    # from one of our pages: the session's CSRF token (hidden field, or the header).
+    expected = deps.csrf_token(request)
+    sent = sent or request.headers.get(deps.CSRF_HEADER, "")
+    if expected is None or not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise HTTPException(
+            400, detail="the form's CSRF token is missing or wrong: reload the page"
+        )
+
+
+def _user_change(
+    request: Request, db: Session, change: Callable[[], str]
+) -> HTMLResponse | RedirectResponse:
+    from callmood.store.users import UnknownUserError, UserError
+
+    try:
+        done = change()
+        db.commit()
+    except (UserError, UnknownUserError) as error:
+        db.rollback()
+        return _users_page(request, db, 422, error=str(error).capitalize() + ".")
+    return RedirectResponse(f"/admin/users?{urlencode({'done': done})}", status_code=303)
+
+
+@pages.post("/admin/users", response_model=None, dependencies=ADMIN_ONLY)
+def add_user(
+    request: Request,
+    username: str = Form(...),
+    role: str = Form(...),
+    password: str = Form(...),
+    display_name: str = Form(""),
+    csrf: str = Form(""),
+    db: Session = Depends(deps.get_db),
+) -> HTMLResponse | RedirectResponse:
+    """Add a user from the page's form."""
+    from callmood.store.users import create_user
+
+    _check_form_csrf(request, csrf)
+
+    def add() -> str:
+        user = create_user(db, username, password, role, display_name)
+        return f"Added {user.username} ({user.role})."
+
+    return _user_change(request, db, add)
+
+
+@pages.post("/admin/users/{username}/{action}", response_model=None, dependencies=ADMIN_ONLY)
+def change_user(
+    request: Request,
+    username: str,
+    action: Literal["disable", "enable", "reset-password"],
+    password: str = Form(""),
+    csrf: str = Form(""),
+    db: Session = Depends(deps.get_db),
+) -> HTMLResponse | RedirectResponse:
+    """Disable, enable, or set a new password for a user from the page's forms."""
+    from callmood.store.users import UserError, set_disabled, set_password
+
+    _check_form_csrf(request, csrf)
+
+    def change() -> str:
+        if action == "reset-password":
+            return f"New password set for {set_password(db, username, password).username}."
+        actor = request.state.actor
+        if action == "disable" and actor.user_id is not None and actor.name == username.lower():
+            # The last admin locking themselves out would need the shell to undo.
+            raise UserError("you cannot disable your own account")
+        user = set_disabled(db, username, action == "disable")
+        return f"{action.capitalize()}d {user.username}."
+
+    return _user_change(request, db, change)

@@ -616,10 +616,14 @@ def _check_authorised(websocket: WebSocket) -> None:
     Browsers send cookies along with a WebSocket handshake started by any site, so a
     cookie-authenticated stream must come from this server's own pages (its Origin).
     """
-    if not deps.is_authenticated(websocket):
+    actor = deps.current_actor(websocket)
+    if actor is None:
         raise StreamProtocolError(
             "not authorised: pass the API token as ?token=... or log in to the dashboard"
         )
+    problem = deps.role_refusal(actor, "supervisor")
+    if problem is not None:
+        raise StreamProtocolError(f"not authorised: {problem}")
     origin = websocket.headers.get("origin")
     if websocket.app.state.settings.auth_disabled or not origin:
         return
