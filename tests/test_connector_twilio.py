@@ -145,6 +145,8 @@ def test_demo_call_through_twilio_equals_the_same_audio_through_api_stream(
     assert summary["name"] == "demo via Twilio"
     assert {"live", "twilio", "billing", "vip"} <= set(summary["tags"])
     assert "partial" not in summary["tags"]
+    assert (summary["agent"], summary["queue"]) == ("agent-17", "complaints")
+    assert summary["external_call_id"].startswith("CA")  # Twilio's CallSid
     via_twilio = client.get(f"/api/calls/{summary['id']}", headers=AUTH).json()
 
     # The same mu-law audio, interleaved customer/agent, through the native protocol.
@@ -478,3 +480,12 @@ def test_a_jump_of_minutes_is_refused_not_filled():
     media(protocol, "inbound", 1, 0, b"\x01" * 160)
     with pytest.raises(StreamProtocolError, match="jumps 600.0 s ahead"):
         media(protocol, "inbound", 2, 600_020, b"\x01" * 160)
+
+
+def test_the_api_stream_credentials_on_the_handshake_also_open_a_stream(
+    client, demo_tracks, model_available
+):
+    # For a Twilio-compatible bridge that can set headers: Bearer, as /api/stream takes it.
+    messages = list(twilio_messages(short_tracks(demo_tracks, 2.0), {}))
+    assert stream_twilio(client, messages, headers=AUTH)[0] == 1000
+    assert len(stored_calls(client)) == 1

@@ -47,6 +47,7 @@ from callmood.service.routes.stream import (
     close_reason,
     parse_start,
 )
+from callmood.service.routes.stream import _check_authorised as check_stream_credentials
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -432,10 +433,10 @@ def check_signature(websocket: WebSocket) -> bool:
     )
 
 
-def check_authorised(websocket: WebSocket, signed: bool, start: TwilioStart) -> None:
-    """A stream needs a valid signature, the API token as customParameter `token`, or
-    authentication switched off."""
-    if signed or websocket.app.state.settings.auth_disabled:
+def check_authorised(websocket: WebSocket, start: TwilioStart) -> None:
+    """A stream without a signature or credentials on its handshake needs the API token as
+    customParameter `token` (or authentication switched off)."""
+    if websocket.app.state.settings.auth_disabled:
         return
     token = start.custom_parameters.get("token")
     if deps.token_matches(token, websocket.app.state.credentials.token_hash):
@@ -457,7 +458,7 @@ def stream_start(start: TwilioStart) -> StreamStart:
     Raises
     ------
     StreamProtocolError
-        A customParameter (name, tags) is not what a call may carry.
+        A customParameter (name, tags, agent, queue) is not what a call may carry.
     """
     parameters = start.custom_parameters
     tags = [TWILIO_TAG, *(tag.strip() for tag in parameters.get("tags", "").split(","))]
@@ -467,22 +468,11 @@ def stream_start(start: TwilioStart) -> StreamStart:
         "encoding": "mulaw",
         "channels": start.channels,
         "name": parameters.get("name") or f"Twilio call {start.call_sid}",
-    }
-    # The call's metadata fields where StreamStart has them; tags where it has not yet.
-    known = StreamStart.model_fields
-    metadata = {
+        "tags": [tag for tag in tags if tag],
         "agent": parameters.get("agent"),
         "queue": parameters.get("queue"),
         "external_call_id": start.call_sid,
     }
-    for key, value in metadata.items():
-        if not value:
-            continue
-        if key in known:
-            fields[key] = value
-        else:
-            tags.append(f"{'twilio-call' if key == 'external_call_id' else key}:{value}")
-    fields["tags"] = [tag for tag in tags if tag]
     try:
         return parse_start(json.dumps(fields))
     except StreamProtocolError as error:
@@ -497,7 +487,10 @@ class _Connection:
         self.protocol = TwilioProtocol()
         self.session: LiveSession | None = None
         self.signed = False
-        self.authorised = False  # once the peer is known to be Twilio (or our own client)
+        self.authorised = False  # by signature, handshake credentials or token parameter
+        # Twilio (a signed stream, or one authorised by its token parameter) reads nothing
+        # we send on a one-way stream: errors then go only into the close frame.
+        self.quiet = False
 
     async def receive_text(self) -> str:
         """The next text message; raises on disconnect, silence, binary or a failed analysis."""
@@ -534,12 +527,18 @@ class _Connection:
 
     async def run(self) -> None:
         """Take messages until stop (or the stream's length limit)."""
-        self.signed = self.authorised = check_signature(self.websocket)
+        self.signed = self.authorised = self.quiet = check_signature(self.websocket)
+        if not self.signed and deps.current_actor(self.websocket) is not None:
+            # Credentials of /api/stream's kinds on the handshake (bearer header, ?token=,
+            # a supervisor's login from this server's pages): checked as that route does.
+            check_stream_credentials(self.websocket)
+            self.authorised = True
         while True:
             step = self.protocol.handle(await self.receive_text())
             if step.start is not None:
-                check_authorised(self.websocket, self.signed, step.start)
-                self.authorised = True
+                if not self.authorised:
+                    check_authorised(self.websocket, step.start)
+                    self.authorised = self.quiet = True
                 start = stream_start(step.start)
                 self.session = await LiveSession.open(self.websocket.app, start)
                 self.session.start_analysis()
@@ -584,9 +583,9 @@ async def twilio_stream(websocket: WebSocket) -> None:
         sid = connection.protocol.start.stream_sid if connection.protocol.start else "-"
         log.warning("Twilio stream %s refused: %s", sid, error)
         close = (error.close_code, str(error))
-        if not connection.authorised:
-            # Not (yet) known to be Twilio, which reads nothing we send on a one-way
-            # stream: tell a misconfigured client or a stranger in a message too.
+        if not connection.quiet:
+            # Not (yet) known to be Twilio: tell a misconfigured client or a stranger in
+            # a message too.
             with contextlib.suppress(Exception):
                 await websocket.send_text(json.dumps({"type": "error", "message": str(error)}))
         partial_reason = str(error)  # the note on the stored call says why it ended
