@@ -391,6 +391,7 @@ ROLE_NEEDED = {
     ("POST", "/api/alerts/{alert_id}/acknowledge"): "supervisor",
     ("POST", "/api/alerts/{alert_id}/resolve"): "supervisor",
     ("WEBSOCKET", "/api/stream"): "supervisor",
+    ("WEBSOCKET", "/api/connectors/twilio"): "supervisor",
     ("PUT", "/api/rules"): "admin",
     ("GET", "/admin/users"): "admin",
     ("POST", "/admin/users"): "admin",

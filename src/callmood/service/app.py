@@ -336,9 +336,10 @@ def create_app(
         rules,
         stream,
         trends,
+        twilio,
     )
 
-    for module in (auth, calls, alerts, rules, models, stream, events, trends, pages):
+    for module in (auth, calls, alerts, rules, models, stream, twilio, events, trends, pages):
         app.include_router(module.router)
     _add_documentation_routes(app)
     if STATIC_DIR.is_dir():
