@@ -150,6 +150,34 @@ class Settings(BaseSettings):
         None,
         description="Alert rules YAML. Default: data_dir/rules.yaml (the default rules if absent).",
     )
+    # Twilio Media Streams connector (service/routes/twilio.py, docs/connectors-twilio.md).
+    twilio_auth_token: SecretStr | None = Field(
+        None,
+        description=(
+            "The Twilio account's Auth Token: streams to /api/connectors/twilio are then "
+            "accepted on a valid X-Twilio-Signature (else only with the API token parameter)."
+        ),
+    )
+    twilio_stream_url: str | None = Field(
+        None,
+        description=(
+            "The <Stream url> exactly as in the TwiML, which Twilio signs. Default: "
+            "wss://<Host header><path> (set it when a proxy changes the Host)."
+        ),
+    )
+    # Asterisk AudioSocket connector (docs/connectors-asterisk.md). The protocol has no
+    # authentication: keep it on loopback or a private network, and list Asterisk's address.
+    audiosocket: str | None = Field(
+        None,
+        description="HOST:PORT of the AudioSocket TCP listener, e.g. 127.0.0.1:9092; null: off.",
+    )
+    audiosocket_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Client addresses or networks (CIDR) that may connect; empty: any.",
+    )
+    audiosocket_idle_seconds: float = Field(
+        10, gt=0, description="An AudioSocket call silent this long is ended (stored partial)."
+    )
 
     # Genesys Cloud AudioHook connector (routes/audiohook.py, docs/connectors-genesys.md):
     # the API key Genesys sends as X-API-KEY, and its client secret for message signatures.
@@ -164,7 +192,24 @@ class Settings(BaseSettings):
         "must carry a valid HMAC-SHA256 message signature.",
     )
 
-    @field_validator("webhook_urls", mode="before")
+    @field_validator("audiosocket")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        from callmood.service.audiosocket import split_host_port
+
+        if value is not None:
+            split_host_port(value)  # raises ValueError naming the problem
+        return value
+
+    @field_validator("audiosocket_allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        from callmood.service.audiosocket import allowed_networks
+
+        allowed_networks(value)  # raises ValueError naming a bad entry
+        return value
+
+    @field_validator("webhook_urls", "audiosocket_allow", mode="before")
     @classmethod
     def _split_comma_separated(cls, value: Any) -> Any:
         # An env var holds one string; accept "https://a,https://b" as well as a JSON list.

@@ -51,6 +51,19 @@ window.Callmood = (function () {
     });
   }
 
+  // A canvas sized to its CSS width and `cssHeight`, drawn at device resolution so lines
+  // stay crisp on high-DPI screens; its 2D context works in CSS pixels.
+  function prepareCanvas(canvas, cssHeight) {
+    const ratio = window.devicePixelRatio || 1;
+    const cssWidth = canvas.clientWidth || canvas.parentElement.clientWidth || 800;
+    canvas.style.height = cssHeight + "px";
+    canvas.width = Math.round(cssWidth * ratio);
+    canvas.height = Math.round(cssHeight * ratio);
+    const context = canvas.getContext("2d");
+    context.setTransform(ratio, 0, 0, ratio, 0, 0);
+    return { context, width: cssWidth, height: cssHeight };
+  }
+
   function emotionChip(emotion) {
     const chip = document.createElement("span");
     chip.className = "badge emotion emotion-" + emotion;
@@ -97,7 +110,49 @@ window.Callmood = (function () {
     element.hidden = !text;
   }
 
+  // A list as the server renders it now (same URL: same filters and page) swapped in: each
+  // of `selectors` replaced, and the pager (#pager) moved after `pagerAfter`. Throws when
+  // the server cannot be reached; a refused request leaves the page as it was.
+  async function refreshFromServer(selectors, pagerAfter) {
+    const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    for (const selector of selectors) {
+      const now = document.querySelector(selector);
+      const next = fresh.querySelector(selector);
+      if (now && next) now.replaceWith(next);
+    }
+    const pager = document.getElementById("pager");
+    const freshPager = fresh.getElementById("pager");
+    if (pager) pager.remove();
+    if (freshPager) pagerAfter.after(freshPager);
+  }
+
+  // The server's push stream (/api/events, server-sent events): `handlers` maps event names
+  // to functions of the parsed data, plus optional `open` and `error`. EventSource reconnects
+  // by itself after a dropped connection; after a refused one (the server restarting answers
+  // 502/503, or nothing) it gives up, so this opens a new one a little later.
+  function events(handlers) {
+    let source = null;
+    function connect() {
+      source = new EventSource("/api/events");
+      Object.entries(handlers).forEach(([name, handle]) => {
+        if (name === "open" || name === "error") return;
+        source.addEventListener(name, (event) => handle(JSON.parse(event.data)));
+      });
+      source.addEventListener("open", () => { if (handlers.open) handlers.open(); });
+      source.addEventListener("error", () => {
+        if (handlers.error) handlers.error();
+        if (source.readyState === EventSource.CLOSED) setTimeout(connect, 5000);
+      });
+    }
+    connect();
+    window.addEventListener("pagehide", () => source && source.close());
+    return { close: () => source && source.close() };
+  }
+
   return {
-    emotionColour, formatSeconds, localTimes, omitEmptyFields, emotionChip, legend, csrfHeaders, api, showMessage,
+    emotionColour, formatSeconds, localTimes, omitEmptyFields, prepareCanvas, emotionChip, legend, csrfHeaders, api,
+    showMessage, events, refreshFromServer,
   };
 })();
