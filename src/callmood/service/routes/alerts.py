@@ -9,10 +9,13 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from sqlalchemy.orm import Session
 
 from callmood import store
-from callmood.service.deps import get_db, require_api_token, require_role
+from callmood.service.deps import get_db, require_api_token, require_role, require_scope
 from callmood.service.paging import MAX_OFFSET
 from callmood.service.routes.calls import query_time_utc
 from callmood.service.schemas import AlertPage, AlertSelection, StoredAlert
+
+#: Acknowledging and resolving: supervisors, and tokens with alerts:write.
+ALERT_CHANGE = [Depends(require_role("supervisor")), Depends(require_scope("alerts:write"))]
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"], dependencies=[Depends(require_api_token)])
 
@@ -57,7 +60,7 @@ def list_alerts(
 
 @router.post(
     "/acknowledge",
-    dependencies=[Depends(require_role("supervisor"))],
+    dependencies=ALERT_CHANGE,
     response_model=list[StoredAlert],
     summary="Acknowledge many alerts",
     responses={404: {"description": "An id is no alert; nothing was changed"}},
@@ -82,7 +85,7 @@ AlertId = Path(ge=0, le=2**63 - 1, description="The alert's id.")
     "/{alert_id}/acknowledge",
     response_model=StoredAlert,
     summary="Acknowledge",
-    dependencies=[Depends(require_role("supervisor"))],
+    dependencies=ALERT_CHANGE,
 )
 def acknowledge_alert(alert_id: int = AlertId, session: Session = Depends(get_db)) -> StoredAlert:
     """Mark the alert as seen (idempotent; a resolved alert stays resolved)."""
@@ -95,7 +98,7 @@ def acknowledge_alert(alert_id: int = AlertId, session: Session = Depends(get_db
     "/{alert_id}/resolve",
     response_model=StoredAlert,
     summary="Resolve",
-    dependencies=[Depends(require_role("supervisor"))],
+    dependencies=ALERT_CHANGE,
 )
 def resolve_alert(alert_id: int = AlertId, session: Session = Depends(get_db)) -> StoredAlert:
     """Mark the alert as dealt with (idempotent)."""

@@ -19,7 +19,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from callmood import store
 from callmood.results import CallResult
-from callmood.service.deps import get_db, get_settings, require_api_token, require_role
+from callmood.service.deps import (
+    get_db,
+    get_settings,
+    require_api_token,
+    require_role,
+    require_scope,
+)
 from callmood.service.jobs import INCOMING_SUBDIR
 from callmood.service.paging import (
     DEFAULT_PAGE_SIZE,
@@ -40,6 +46,9 @@ from callmood.service.schemas import (
 )
 from callmood.service.uploads import receive_upload
 from callmood.settings import Settings
+
+#: Uploading, renaming/retagging and deleting calls: supervisors, tokens with calls:write.
+CALL_CHANGE = [Depends(require_role("supervisor")), Depends(require_scope("calls:write"))]
 
 router = APIRouter(prefix="/api", tags=["calls"], dependencies=[Depends(require_api_token)])
 
@@ -103,7 +112,7 @@ def query_time_utc(moment: datetime | None) -> datetime | None:
 
 @router.post(
     "/calls",
-    dependencies=[Depends(require_role("supervisor"))],
+    dependencies=CALL_CHANGE,
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobAccepted,
     openapi_extra=_UPLOAD_OPENAPI,
@@ -380,7 +389,7 @@ def export_call(
     "/calls/{call_id}",
     response_model=CallSummary,
     summary="Rename, retag or reassign a call",
-    dependencies=[Depends(require_role("supervisor"))],
+    dependencies=CALL_CHANGE,
 )
 def update_call(
     call_id: str, change: CallUpdate, session: Session = Depends(get_db)
@@ -403,7 +412,7 @@ def update_call(
     "/calls/{call_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a call",
-    dependencies=[Depends(require_role("supervisor"))],
+    dependencies=CALL_CHANGE,
 )
 def delete_call(call_id: str, request: Request, settings: Settings = Depends(get_settings)) -> None:
     """Delete the call's rows and its recording together (all or nothing)."""

@@ -694,7 +694,7 @@ router.include_router(pages)
 
 
 #: The Users page and its forms: admins only.
-ADMIN_ONLY = [Depends(deps.require_role("admin"))]
+ADMIN_ONLY = [Depends(deps.require_role("admin")), Depends(deps.require_scope("admin"))]
 
 
 def _users_page(
@@ -797,3 +797,79 @@ def change_user(
         return f"{action.capitalize()}d {user.username}."
 
     return _user_change(request, db, change)
+
+
+def _tokens_page(
+    request: Request,
+    db: Session,
+    status_code: int = 200,
+    error: str | None = None,
+    done: str = "",
+    secret: str | None = None,
+) -> HTMLResponse:
+    from callmood.store.models import TOKEN_SCOPES
+    from callmood.store.tokens import list_tokens
+
+    return _render(
+        request,
+        "admin_tokens.html",
+        status_code,
+        title="Tokens",
+        active="Tokens",
+        tokens=list_tokens(db),
+        scopes=TOKEN_SCOPES,
+        error=error,
+        done=done,
+        secret=secret,
+    )
+
+
+@pages.get("/admin/tokens", response_class=HTMLResponse, dependencies=ADMIN_ONLY)
+def tokens_page(
+    request: Request, done: str = Query("", max_length=200), db: Session = Depends(deps.get_db)
+) -> HTMLResponse:
+    """The integration tokens with their scopes and last use; forms to create and revoke."""
+    return _tokens_page(request, db, done=done)
+
+
+@pages.post("/admin/tokens", response_model=None, dependencies=ADMIN_ONLY)
+def create_token_form(
+    request: Request,
+    name: str = Form(...),
+    scope: list[str] = Form([]),
+    csrf: str = Form(""),
+    db: Session = Depends(deps.get_db),
+) -> HTMLResponse:
+    """Make a token from the page's form; the answer is the only time its secret is shown
+    (a page, not a redirect, so that it is in no URL or history)."""
+    from callmood.store.tokens import TokenError, create_token
+
+    _check_form_csrf(request, csrf)
+    try:
+        token, secret = create_token(db, name, scope, request.state.actor.name)
+        db.commit()
+    except TokenError as error:
+        db.rollback()
+        return _tokens_page(request, db, 422, error=str(error).capitalize() + ".")
+    page = _tokens_page(
+        request, db, done=f"Created {token.name} ({', '.join(token.scopes)}).", secret=secret
+    )
+    page.headers["Cache-Control"] = "no-store"  # the secret must not stay in a cache
+    return page
+
+
+@pages.post("/admin/tokens/{name}/revoke", response_model=None, dependencies=ADMIN_ONLY)
+def revoke_token_form(
+    request: Request, name: str, csrf: str = Form(""), db: Session = Depends(deps.get_db)
+) -> HTMLResponse | RedirectResponse:
+    """Revoke a token from the page: refused from its next request on."""
+    from callmood.store.tokens import UnknownTokenError, revoke_token
+
+    _check_form_csrf(request, csrf)
+    try:
+        token = revoke_token(db, name)
+        db.commit()
+    except UnknownTokenError as error:
+        return _tokens_page(request, db, 404, error=str(error).capitalize() + ".")
+    done = f"Revoked {token.name}."
+    return RedirectResponse(f"/admin/tokens?{urlencode({'done': done})}", status_code=303)

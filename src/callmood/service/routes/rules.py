@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from callmood.alerts import RulesError, RuleSet
 from callmood.safe_yaml import load_yaml
-from callmood.service.deps import require_api_token, require_role
+from callmood.service.deps import require_api_token, require_role, require_scope
 from callmood.service.rules_store import to_yaml
 
 router = APIRouter(prefix="/api/rules", tags=["rules"], dependencies=[Depends(require_api_token)])
@@ -69,7 +69,7 @@ async def _read_limited_body(request: Request) -> bytes:
 
 @router.put(
     "",
-    dependencies=[Depends(require_role("admin"))],
+    dependencies=[Depends(require_role("admin")), Depends(require_scope("rules:write"))],
     response_model=RuleSet,
     summary="Replace the alert rules",
     openapi_extra=_PUT_OPENAPI,
