@@ -388,6 +388,8 @@ ROLE_NEEDED = {
     ("GET", "/admin/tokens"): "admin",
     ("POST", "/admin/tokens"): "admin",
     ("POST", "/admin/tokens/{name}/revoke"): "admin",
+    ("GET", "/admin/audit"): "admin",
+    ("GET", "/api/audit.csv"): "admin",
 }
 ROLES = ("viewer", "supervisor", "admin")
 USER_PASSWORD = "role-walk-password-1"
@@ -476,6 +478,8 @@ SCOPE_NEEDED = {
     ("GET", "/admin/tokens"): "admin",
     ("POST", "/admin/tokens"): "admin",
     ("POST", "/admin/tokens/{name}/revoke"): "admin",
+    ("GET", "/admin/audit"): "admin",
+    ("GET", "/api/audit.csv"): "admin",
 }
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.table import Table
@@ -21,15 +20,13 @@ from callmood.cli.users import (
     _run,
     console,
 )
+from callmood.store.audit import CLI_ACTOR, record_cli_event
 from callmood.store.models import TOKEN_SCOPES
 
 tokens_app = typer.Typer(
     help="Scoped integration tokens for phone systems, scripts and BI tools.",
     no_args_is_help=True,
 )
-
-#: Who the audit trail and `created_by` name for what is done on the server's shell.
-CLI_ACTOR = "cli"
 
 
 def _when(moment: datetime | None) -> str:
@@ -105,12 +102,6 @@ def revoke(
         return token.name
 
     typer.echo(f"revoked token {_run(config, data_dir, database_url, revoke_one)}")
-
-
-def record_cli_event(
-    session: Session, action: str, target: str | None, detail: dict[str, Any]
-) -> None:
-    """Put what a command did in the audit trail, with the actor "cli"."""
 
 
 def register(app: typer.Typer) -> None:

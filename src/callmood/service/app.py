@@ -310,9 +310,9 @@ def create_app(
     app.add_exception_handler(DataError, _data_error_handler)
     app.add_exception_handler(Exception, server_error_response)
 
-    from callmood.service.routes import alerts, auth, calls, models, pages, rules, stream
+    from callmood.service.routes import alerts, audit, auth, calls, models, pages, rules, stream
 
-    for module in (auth, calls, alerts, rules, models, stream, pages):
+    for module in (auth, calls, alerts, rules, models, stream, audit, pages):
         app.include_router(module.router)
     _add_documentation_routes(app)
     if STATIC_DIR.is_dir():

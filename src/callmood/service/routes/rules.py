@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from callmood.alerts import RulesError, RuleSet
 from callmood.safe_yaml import load_yaml
+from callmood.service.audit import audit
 from callmood.service.deps import require_api_token, require_role, require_scope
 from callmood.service.rules_store import to_yaml
 
@@ -92,4 +93,7 @@ async def put_rules(request: Request) -> RuleSet:
     # Refused now rather than failing every call analysed with them later.
     model = await run_in_threadpool(request.app.state.model.get)
     rules.check_labels(model.labels)
-    return request.app.state.rules.replace(rules)
+    saved = request.app.state.rules.replace(rules)
+    names = [rule.name for rule in saved.rules]
+    await run_in_threadpool(audit, request, "rules.changed", "rules", {"rules": names})
+    return saved

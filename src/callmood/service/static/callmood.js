@@ -97,7 +97,16 @@ window.Callmood = (function () {
     element.hidden = !text;
   }
 
+  // Who acknowledged and resolved an alert (/api/alerts' *_by), as the pages say it.
+  function handledBy(alert) {
+    const parts = [];
+    if (alert.acknowledged_by) parts.push("acknowledged by " + alert.acknowledged_by);
+    if (alert.resolved_by) parts.push("resolved by " + alert.resolved_by);
+    return parts.join(" · ");
+  }
+
   return {
     emotionColour, formatSeconds, localTimes, omitEmptyFields, emotionChip, legend, csrfHeaders, api, showMessage,
+    handledBy,
   };
 })();
