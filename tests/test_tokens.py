@@ -9,12 +9,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from fastapi import Depends, WebSocket
 from fastapi.testclient import TestClient
 from service_support import database_url, expect_error, make_call_result  # noqa: F401
+from starlette.websockets import WebSocketDisconnect
 from typer.testing import CliRunner
 
 from callmood import store
 from callmood.cli import app as cli_app
+from callmood.service import deps
 from callmood.service.app import create_app
 from callmood.settings import load_settings
 from callmood.store.models import ApiTokenRecord
@@ -237,3 +240,29 @@ def test_the_tokens_commands_fail_with_one_clear_line(tmp_path, args, message):
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().startswith(message), done.stderr
+
+
+def test_require_scope_guards_a_websocket_route_too(app):
+    # How the phone-system connectors use it: a dependency of their WebSocket route.
+    @app.websocket("/test-connector", dependencies=[Depends(deps.require_scope("stream:write"))])
+    async def connector(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("welcome")
+        await websocket.close()
+
+    phone = make_token(app, "pbx", "stream:write")
+    reader = make_token(app, "bi", "calls:read")
+    with TestClient(app) as client:
+        with client.websocket_connect(f"/test-connector?token={phone}") as websocket:
+            assert websocket.receive_text() == "welcome"
+        for secret in (reader, "cm_wrong"):
+            with (
+                pytest.raises(WebSocketDisconnect) as closed,
+                client.websocket_connect(f"/test-connector?token={secret}") as websocket,
+            ):
+                websocket.receive_text()
+            assert closed.value.code == 1008
+    assert "stream:write" in deps.scope_refusal(
+        deps.Actor("token", deps.TOKEN_ROLE, "bi", scopes=frozenset({"calls:read"})),
+        "stream:write",
+    )
