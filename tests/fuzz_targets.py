@@ -37,6 +37,15 @@ from callmood.alerts import RulesError, RuleSet
 from callmood.audio import SAMPLE_RATE, AudioError, audio_info, iter_audio_blocks, load_audio
 from callmood.labels import EMOTIONS
 from callmood.manifest import COLUMNS, ManifestError, read_manifest
+from callmood.service.audiosocket import (
+    AUDIO_KINDS,
+    AsteriskError,
+    Audio,
+    AudioSocketParser,
+    AudioSocketProtocolError,
+    Hangup,
+    Identified,
+)
 from callmood.service.routes.stream import (
     BYTES_PER_SAMPLE,
     CLOSE_POLICY_VIOLATION,
@@ -47,6 +56,7 @@ from callmood.service.routes.stream import (
     SUPPORTED_SAMPLE_RATES,
     StreamDecoder,
     StreamProtocolError,
+    StreamStart,
     _parse_json,
     parse_start,
 )
@@ -680,6 +690,79 @@ def check_upload(upload: UploadInput) -> None:
     received.discard()
 
 
+# ------------------------------------------------------------------- Asterisk AudioSocket
+
+
+def _audiosocket_message(kind: int, payload: bytes) -> bytes:
+    return bytes([kind]) + len(payload).to_bytes(2, "big") + payload
+
+
+@st.composite
+def _audiosocket_messages(draw: st.DrawFn) -> bytes:
+    # Mostly what Asterisk sends (the UUID, 20 ms slin packets, DTMF, the end), with
+    # every kind, odd and extreme lengths and wrong orders mixed in.
+    samples = draw(st.sampled_from([0, 1, 80, 160, 320, 8000, 8001, 32767]))
+    audio = bytes(draw(st.binary(min_size=2, max_size=2)) * samples)
+    pieces = [
+        _audiosocket_message(0x01, draw(st.binary(min_size=16, max_size=16))),
+        _audiosocket_message(draw(st.sampled_from(sorted(AUDIO_KINDS))), audio),
+        _audiosocket_message(0x10, audio + draw(st.binary(max_size=1))),
+        _audiosocket_message(0x03, draw(st.binary(min_size=1, max_size=2))),
+        _audiosocket_message(0xFF, draw(st.binary(max_size=3))),
+        _audiosocket_message(0x00, b""),
+        _audiosocket_message(draw(st.integers(0, 255)), draw(st.binary(max_size=32))),
+        draw(st.binary(max_size=5)),
+    ]
+    body = draw(st.lists(st.sampled_from(pieces[1:]), max_size=8))
+    first = pieces[0] if draw(st.integers(0, 9)) else draw(st.sampled_from(pieces))
+    return first + b"".join(body)
+
+
+@dataclass(frozen=True)
+class AudioSocketInput:
+    """The bytes a client sends, and where TCP splits them into reads."""
+
+    data: bytes
+    cuts: tuple[int, ...]
+
+
+def audiosocket_inputs() -> st.SearchStrategy[AudioSocketInput]:
+    streams = _audiosocket_messages()
+    data = st.one_of(streams, mutated(streams), st.binary(max_size=64))
+    cuts = st.lists(st.integers(0, 70_000), max_size=6).map(lambda cuts: tuple(sorted(cuts)))
+    return st.builds(AudioSocketInput, data, cuts)
+
+
+def check_audiosocket(value: AudioSocketInput) -> None:
+    """The AudioSocket parser: messages the live session takes, or its own error."""
+    parser = AudioSocketParser()
+    bounds = [0, *[cut for cut in value.cuts if cut < len(value.data)], len(value.data)]
+    decoder = None
+    messages = []
+    try:
+        for start, end in zip(bounds, bounds[1:], strict=False):
+            for message in parser.feed(value.data[start:end]):
+                messages.append(message)
+                if isinstance(message, Audio):
+                    # What the listener feeds the session: it must decode, never raise.
+                    if decoder is None:
+                        decoder = StreamDecoder(
+                            StreamStart(type="start", sample_rate=message.sample_rate,
+                                        encoding="pcm16")
+                        )  # fmt: skip
+                    assert message.sample_rate == decoder.start.sample_rate
+                    audio = decoder.decode(message.payload)["customer"]
+                    assert audio.dtype == np.float32 and np.isfinite(audio).all()
+        parser.end_of_stream()
+    except AudioSocketProtocolError as error:
+        assert str(error)
+        return
+    if messages:
+        assert isinstance(messages[0], Identified), messages[0]
+        assert sum(isinstance(message, Identified) for message in messages) == 1
+        assert all(not isinstance(m, Hangup | AsteriskError) for m in messages[:-1])
+
+
 # ----------------------------------------------------------------- through the real app
 
 
@@ -767,6 +850,7 @@ TARGETS: dict[str, Target] = {
         Target("audio", audio_inputs, check_audio),
         Target("stream", stream_inputs, check_stream),
         Target("stream-app", stream_inputs, check_stream_app, needs_app=True),
+        Target("audiosocket", audiosocket_inputs, check_audiosocket),
         Target("manifest", manifest_inputs, check_manifest),
         Target("rules", rules_inputs, check_rules),
         Target("config", config_inputs, check_config),

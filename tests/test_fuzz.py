@@ -42,6 +42,7 @@ EXAMPLES = {
     "audio": 100,
     "stream": 200,
     "stream-app": 25,
+    "audiosocket": 300,
     "manifest": 150,
     "rules": 100,
     "config": 100,
@@ -63,6 +64,7 @@ def _property_test(name: str):
 
 test_audio_decoding_never_crashes = _property_test("audio")
 test_stream_parsing_never_crashes = _property_test("stream")
+test_audiosocket_parsing_never_crashes = _property_test("audiosocket")
 test_manifest_reading_never_crashes = _property_test("manifest")
 test_rules_reading_never_crashes = _property_test("rules")
 test_training_config_reading_never_crashes = _property_test("config")

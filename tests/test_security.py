@@ -41,7 +41,16 @@ ANONYMOUS_ROUTES = {
 }
 # Mounted folders of public code and styles, with one file each to fetch.
 PUBLIC_MOUNTS = {"/static": "callmood.js", "/docs-assets": "swagger-ui-bundle.js"}
-PAGES_TO_RENDER = ["/calls", "/calls/sec-call", "/live", "/alerts", "/rules", "/model", "/login"]
+PAGES_TO_RENDER = [
+    "/calls",
+    "/calls/sec-call",
+    "/live",
+    "/alerts",
+    "/trends",
+    "/rules",
+    "/model",
+    "/login",
+]
 
 
 def make_app(data_dir: Path, announce_token=None, **settings):

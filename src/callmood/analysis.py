@@ -432,6 +432,9 @@ class StreamingAnalyzer:
                 position += len(audio)
             features = self.model.window_features(np.concatenate(parts), starts, length)
             windows = [(span.speaker, item) for span in pending for item in span.windows]
+            # Each window's own frames before normalisation: what a model with
+            # absolute_statistics summarises (nothing of other windows or callers).
+            absolute = features.copy() if self.model.absolute_statistics else None
             for speaker, normalizer in self._callers.items():
                 # Each speaker's windows in time order: every window is normalised with
                 # that caller's speech up to its own end, never with later audio.
@@ -444,7 +447,9 @@ class StreamingAnalyzer:
             probabilities = np.concatenate(
                 [
                     self.model.predict_features(
-                        features[first : first + size], normalized=bool(self._callers)
+                        features[first : first + size],
+                        normalized=bool(self._callers),
+                        absolute=None if absolute is None else absolute[first : first + size],
                     )
                     for first in range(0, len(features), size)
                 ]

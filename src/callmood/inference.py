@@ -18,6 +18,7 @@ import torch
 from callmood.errors import CallmoodError
 from callmood.features import FeatureConfig, FeatureExtractor
 from callmood.models.package import (
+    ABSOLUTE_INPUT,
     DEFAULT_MODEL_DIR,
     ModelPackageError,
     caller_prior_of,
@@ -73,6 +74,9 @@ class EmotionModel:
     caller_prior
         For a caller-normalised model (callmood.normalization): the training population's
         feature statistics each caller is mapped onto; None for a plain model.
+    absolute_statistics
+        The network also takes the windows before caller normalisation
+        (``model_config.absolute_statistics``): :meth:`predict_features` needs them.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class EmotionModel:
         torch_model: torch.nn.Module | None = None,
         directory: Path | None = None,
         caller_prior: CallerPrior | None = None,
+        absolute_statistics: bool = False,
     ) -> None:
         if (onnx_session is None) == (torch_model is None):
             raise ValueError("give exactly one of onnx_session or torch_model")
@@ -97,6 +102,7 @@ class EmotionModel:
         self.backend: Backend = backend
         self.directory = directory
         self.caller_prior = caller_prior
+        self.absolute_statistics = absolute_statistics
         self._session = onnx_session
         self._torch_model = torch_model
         self._extractor = FeatureExtractor(feature_config).eval()
@@ -165,6 +171,7 @@ class EmotionModel:
             window_seconds=float(meta["window_seconds"]),
             directory=directory,
             caller_prior=caller_prior,
+            absolute_statistics=meta["model_config"].get("absolute_statistics") is True,
         )
         onnx_path = directory / "model.onnx"
         if backend == "onnx" and onnx_path.is_file():
@@ -208,13 +215,20 @@ class EmotionModel:
             features = self._extractor(torch.from_numpy(waveforms))
         return self.predict_features(features.numpy())
 
-    def predict_features(self, features: np.ndarray, *, normalized: bool = False) -> np.ndarray:
+    def predict_features(
+        self,
+        features: np.ndarray,
+        *,
+        normalized: bool = False,
+        absolute: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Class probabilities for a batch of feature maps (B, num_features, frames).
 
         The maps are what :meth:`window_features` (or the model's feature extractor)
         computes; returns (B, len(labels)) float32 probabilities. For a caller-normalised
         model, each map is normalised as a call of its own unless `normalized` says a
-        :class:`callmood.normalization.CallerNormalizer` already did.
+        :class:`callmood.normalization.CallerNormalizer` already did; a model with
+        :attr:`absolute_statistics` then also needs `absolute`, the same maps before.
         """
         features = np.ascontiguousarray(features, dtype=np.float32)
         if features.ndim != 3 or features.shape[1] != self.feature_config.num_features:
@@ -224,14 +238,27 @@ class EmotionModel:
             )
         if len(features) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        if self.caller_prior is not None and not normalized:
-            features = normalize_alone(torch.from_numpy(features), self.caller_prior).numpy()
+        if not normalized:
+            absolute = features  # each map is all there is of its caller
+            if self.caller_prior is not None:
+                features = normalize_alone(torch.from_numpy(features), self.caller_prior).numpy()
+        feed = {"features": features}
+        if self.absolute_statistics:
+            if absolute is None or np.shape(absolute) != features.shape:
+                raise PredictionInputError(
+                    "this model also takes the windows before caller normalisation: pass "
+                    f"absolute= of shape {features.shape} with normalized=True"
+                )
+            feed[ABSOLUTE_INPUT] = np.ascontiguousarray(absolute, dtype=np.float32)
         with torch.inference_mode():
             if self._session is not None:
-                logits = self._session.run(["logits"], {"features": features})[0]
+                logits = self._session.run(["logits"], feed)[0]
                 logits = torch.from_numpy(np.asarray(logits, dtype=np.float32))
             else:
-                logits = self._torch_model(torch.from_numpy(features))
+                extra = {}
+                if self.absolute_statistics:
+                    extra["absolute_features"] = torch.from_numpy(feed[ABSOLUTE_INPUT])
+                logits = self._torch_model(torch.from_numpy(features), **extra)
             probabilities = torch.softmax(logits.float(), dim=-1).numpy()
         return probabilities.astype(np.float32, copy=False)
 

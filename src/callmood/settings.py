@@ -148,8 +148,38 @@ class Settings(BaseSettings):
         None,
         description="Alert rules YAML. Default: data_dir/rules.yaml (the default rules if absent).",
     )
+    # Asterisk AudioSocket connector (docs/connectors-asterisk.md). The protocol has no
+    # authentication: keep it on loopback or a private network, and list Asterisk's address.
+    audiosocket: str | None = Field(
+        None,
+        description="HOST:PORT of the AudioSocket TCP listener, e.g. 127.0.0.1:9092; null: off.",
+    )
+    audiosocket_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Client addresses or networks (CIDR) that may connect; empty: any.",
+    )
+    audiosocket_idle_seconds: float = Field(
+        10, gt=0, description="An AudioSocket call silent this long is ended (stored partial)."
+    )
 
-    @field_validator("webhook_urls", mode="before")
+    @field_validator("audiosocket")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        from callmood.service.audiosocket import split_host_port
+
+        if value is not None:
+            split_host_port(value)  # raises ValueError naming the problem
+        return value
+
+    @field_validator("audiosocket_allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        from callmood.service.audiosocket import allowed_networks
+
+        allowed_networks(value)  # raises ValueError naming a bad entry
+        return value
+
+    @field_validator("webhook_urls", "audiosocket_allow", mode="before")
     @classmethod
     def _split_comma_separated(cls, value: Any) -> Any:
         # An env var holds one string; accept "https://a,https://b" as well as a JSON list.

@@ -52,6 +52,13 @@ def serve(
         help="Serve without authentication (sets auth_disabled; for local use only).",
     ),
     log_level: str = typer.Option("info", help="Server log level: debug, info, warning, error."),
+    audiosocket: str | None = typer.Option(
+        None,
+        "--audiosocket",
+        metavar="HOST:PORT",
+        help="Also accept Asterisk AudioSocket calls on this TCP address, e.g. 127.0.0.1:9092 "
+        "(no authentication in the protocol: see docs/connectors-asterisk.md). Default: off.",
+    ),
 ) -> None:
     """Serve the REST API, the live stream and the dashboard.
 
@@ -77,6 +84,7 @@ def serve(
         workers=workers,
         model_dir=model_dir,
         auth_disabled=True if no_auth else None,
+        audiosocket=audiosocket,
     )
     if settings.auth_disabled and not _is_loopback(settings.host):
         console.print(
@@ -102,7 +110,23 @@ def serve(
         f"callmood serving on http://{settings.host}:{settings.port}  "
         f"(database: {_hide_password(url)}, data: {settings.data_dir})"
     )
+    if settings.audiosocket:
+        _announce_audiosocket(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level.lower())
+
+
+def _announce_audiosocket(settings: Settings) -> None:
+    from callmood.service.audiosocket import split_host_port
+
+    host, _ = split_host_port(settings.audiosocket or "")
+    allowed = ", ".join(settings.audiosocket_allow) or "any address"
+    console.print(f"AudioSocket listening on {settings.audiosocket} (clients: {allowed})")
+    if not _is_loopback(host) and not settings.audiosocket_allow:
+        console.print(
+            f"[bold yellow]warning:[/] AudioSocket has no authentication and listens on {host} "
+            "for any client: set audiosocket_allow to Asterisk's address, or keep it on a "
+            "private network"
+        )
 
 
 def _hide_password(url: str) -> str:

@@ -42,6 +42,9 @@ RESERVED_KEYS = frozenset(
     {"format_version", "labels", "feature_config", "model_config", "window_seconds", "created"}
 )
 ONNX_TOLERANCE = 1e-4  # max abs logit difference accepted between ONNX Runtime and torch
+# The second ONNX input of a model with ``absolute_statistics``: the windows before caller
+# normalisation, same shape as ``features``. Other models keep their one input.
+ABSOLUTE_INPUT = "absolute_features"
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +75,8 @@ class ModelPackage:
 
     @property
     def onnx_path(self) -> Path | None:
-        """The ONNX graph (input ``features``, output ``logits``), or None if not exported."""
+        """The ONNX graph (input ``features``, and ``absolute_features`` with
+        ``absolute_statistics``; output ``logits``), or None if not exported."""
         path = self.directory / ONNX_FILE
         return path if path.is_file() else None
 
@@ -308,12 +312,24 @@ def read_model_metadata(directory: str | Path) -> dict[str, Any]:
     return metadata
 
 
+class _WithAbsoluteFeatures(torch.nn.Module):
+    """The network with ``absolute_features`` as its second positional input, for the export."""
+
+    def __init__(self, model: ParallelCNNTransformer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor, absolute_features: torch.Tensor) -> torch.Tensor:
+        return self.model(features, absolute_features=absolute_features)
+
+
 def export_onnx_model(
     model: ParallelCNNTransformer, path: str | Path, *, example_frames: int = 301
 ) -> Path:
     """Export ``model`` (eval mode) to ONNX: input ``features`` (B, F, frames), output ``logits``.
 
-    Batch and frames are dynamic axes (frames >= ``model.config.min_frames``).
+    A model with ``absolute_statistics`` has a second input, ``absolute_features``, of the
+    same shape. Batch and frames are dynamic axes (frames >= ``model.config.min_frames``).
     """
     try:
         import onnxscript  # noqa: F401  (the torch exporter needs it)
@@ -328,19 +344,33 @@ def export_onnx_model(
     )
     batch = torch.export.Dim("batch", min=1)
     frames = torch.export.Dim("frames", min=model.config.min_frames)
+    exported: torch.nn.Module = model
+    inputs: tuple[torch.Tensor, ...] = (example,)
+    input_names = ["features"]
+    dynamic_shapes = {"features": {0: batch, 2: frames}}
+    if model.config.absolute_statistics:
+        # A second input rather than a wider first one: the graph's `features` stay what
+        # every other model takes, and the statistics are computed inside the graph, where
+        # the parity check below covers them.
+        exported = _WithAbsoluteFeatures(model).eval()
+        inputs = (example, example.clone())
+        input_names.append(ABSOLUTE_INPUT)
+        dynamic_shapes[ABSOLUTE_INPUT] = {0: batch, 2: frames}
     exporter_logger = logging.getLogger("torch.onnx")
     previous_level = exporter_logger.level
     exporter_logger.setLevel(logging.ERROR)  # it warns about torchvision ops we never use
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # deprecations inside torch.export
+            # Two inputs share the batch and frames axes; the exporter says so for each.
+            warnings.filterwarnings("ignore", "# The axis name", UserWarning)
             torch.onnx.export(
-                model,
-                (example,),
+                exported,
+                inputs,
                 str(path),
-                input_names=["features"],
+                input_names=input_names,
                 output_names=["logits"],
-                dynamic_shapes={"features": {0: batch, 2: frames}},
+                dynamic_shapes=dynamic_shapes,
                 dynamo=True,
                 external_data=False,
                 verbose=False,
@@ -368,9 +398,15 @@ def verify_onnx_model(
         features = torch.randn(batch_size, model.config.num_features, length, generator=generator)
         # Scale into the model's input range so the check exercises the normalisation too.
         features = features * model.feature_std[:, None] + model.feature_mean[:, None]
+        absolute = None
+        feed = {"features": features.numpy()}
+        if model.config.absolute_statistics:
+            # Another level and spread than `features`, as a caller's absolute frames have.
+            absolute = features * 1.5 + 2.0
+            feed[ABSOLUTE_INPUT] = absolute.numpy()
         with torch.no_grad():
-            expected = model(features).numpy()
-        (actual,) = session.run(["logits"], {"features": features.numpy()})
+            expected = model(features, absolute_features=absolute).numpy()
+        (actual,) = session.run(["logits"], feed)
         worst = max(worst, float(np.abs(actual - expected).max()))
     if not worst <= ONNX_TOLERANCE:
         raise ModelPackageError(

@@ -63,6 +63,12 @@ class ModelConfig:
     # "functionals" per speaker, not only the frames, is what lifts a classic functionals
     # classifier on EmoDB (docs/results.md).
     statistics_per_speaker: bool = False
+    # With the statistics branch, also the same statistics of the absolute (not
+    # caller-normalised) features of the window, passed to forward() as `absolute_features`
+    # and standardised with the training population's (buffers set by
+    # set_absolute_statistics). Caller normalisation removes the absolute level and spectral
+    # tilt that carry anger; these give them back (docs/training.md).
+    absolute_statistics: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -106,12 +112,15 @@ class ModelConfig:
                 f"got {self.positional_encoding!r}"
             )
         flags = ("attention_pooling", "statistics_branch", "statistics_deltas")
-        for flag in (*flags, "statistics_per_speaker"):
+        for flag in (*flags, "statistics_per_speaker", "absolute_statistics"):
             if not isinstance(getattr(self, flag), bool):
                 problems.append(f"{flag} must be true or false, got {getattr(self, flag)!r}")
-        for flag in ("statistics_deltas", "statistics_per_speaker"):
+        for flag in ("statistics_deltas", "statistics_per_speaker", "absolute_statistics"):
             if getattr(self, flag) is True and self.statistics_branch is not True:
                 problems.append(f"{flag} needs statistics_branch: true")
+        if self.absolute_statistics is True and self.statistics_per_speaker is True:
+            # Per-speaker statistics are the transductive protocol; absolute ones the plain.
+            problems.append("absolute_statistics and statistics_per_speaker exclude each other")
         if problems:
             raise ModelInputError("invalid model config: " + "; ".join(problems))
 
@@ -123,6 +132,9 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
         values["cnn_channels"] = list(self.cnn_channels)
+        if not self.absolute_statistics:
+            # Left out when off, so model.json of every model without it reads as before.
+            del values["absolute_statistics"]
         return values
 
     @classmethod
@@ -279,6 +291,27 @@ def time_statistics(
     return torch.cat([mean, std, delta_std], dim=1)
 
 
+def _set_mean_std(
+    mean_buffer: torch.Tensor,
+    std_buffer: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    what: str,
+) -> None:
+    # Standard deviations below 1e-5 are raised to it, so a constant value cannot divide by 0.
+    mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+    std = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
+    expected = mean_buffer.numel()
+    if mean.numel() != expected or std.numel() != expected:
+        raise ModelInputError(
+            f"{what} needs {expected} means and stds, got {mean.numel()} and {std.numel()}"
+        )
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+        raise ModelInputError(f"{what} mean/std contain NaN or infinite values")
+    mean_buffer.copy_(mean)
+    std_buffer.copy_(std.clamp(min=1e-5))
+
+
 def _masked_mean_std(
     x: torch.Tensor, mask: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -307,6 +340,10 @@ class ParallelCNNTransformer(nn.Module):
         num_features = self.config.num_features
         self.register_buffer("feature_mean", torch.zeros(num_features))
         self.register_buffer("feature_std", torch.ones(num_features))
+        if self.config.absolute_statistics:
+            # Only then: the weights of every other model keep exactly their tensors.
+            self.register_buffer("absolute_mean", torch.zeros(self.statistics_size))
+            self.register_buffer("absolute_std", torch.ones(self.statistics_size))
         self.conv_branch1 = ConvBranch(self.config)
         self.conv_branch2 = ConvBranch(self.config)
         self.transformer_branch = TransformerBranch(self.config)
@@ -314,7 +351,7 @@ class ParallelCNNTransformer(nn.Module):
             self.conv_branch1.output_size
             + self.conv_branch2.output_size
             + self.transformer_branch.output_size
-            + self.statistics_size
+            + self.statistics_size * (2 if self.config.absolute_statistics else 1)
         )
         self.classifier = nn.Linear(joined, self.config.num_classes)
         logger.info("ParallelCNNTransformer: %d parameters", self.num_parameters())
@@ -336,24 +373,22 @@ class ParallelCNNTransformer(nn.Module):
 
         Standard deviations below 1e-5 are raised to it, so a constant feature cannot divide by 0.
         """
-        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
-        std = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
-        expected = self.config.num_features
-        if mean.numel() != expected or std.numel() != expected:
-            raise ModelInputError(
-                f"normalisation needs {expected} means and stds, "
-                f"got {mean.numel()} and {std.numel()}"
-            )
-        if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
-            raise ModelInputError("normalisation mean/std contain NaN or infinite values")
-        self.feature_mean.copy_(mean)
-        self.feature_std.copy_(std.clamp(min=1e-5))
+        _set_mean_std(self.feature_mean, self.feature_std, mean, std, "normalisation")
+
+    @torch.no_grad()
+    def set_absolute_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Set the training population's mean and standard deviation, each (statistics_size,),
+        of :func:`time_statistics` of absolute features, for ``absolute_statistics``."""
+        if not self.config.absolute_statistics:
+            raise ModelInputError("set_absolute_statistics needs model.absolute_statistics")
+        _set_mean_std(self.absolute_mean, self.absolute_std, mean, std, "absolute statistics")
 
     def forward(
         self,
         features: torch.Tensor,
         lengths: torch.Tensor | None = None,
         speaker_statistics: torch.Tensor | None = None,
+        absolute_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Class logits.
 
@@ -369,19 +404,25 @@ class ParallelCNNTransformer(nn.Module):
             clip's speaker's clips, of :func:`time_statistics` of the input features; needed
             by (and only by) a model with ``statistics_per_speaker``
             (:func:`callmood.training.data.speaker_clip_statistics` computes them).
+        absolute_features
+            (B, num_features, frames): the same windows before caller normalisation; needed
+            by (and only by) a model with ``absolute_statistics``.
 
         Returns
         -------
         torch.Tensor
             (B, num_classes) logits (apply softmax for probabilities).
         """
-        return self.joined_logits(self.branches(features, lengths, speaker_statistics))
+        return self.joined_logits(
+            self.branches(features, lengths, speaker_statistics, absolute_features)
+        )
 
     def branches(
         self,
         features: torch.Tensor,
         lengths: torch.Tensor | None = None,
         speaker_statistics: torch.Tensor | None = None,
+        absolute_features: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Each branch's output, (B, size) each, in the classifier's order; as :meth:`forward`."""
         self._check(features)
@@ -428,6 +469,21 @@ class ParallelCNNTransformer(nn.Module):
             )
         elif self.config.statistics_branch:
             parts.append(time_statistics(x, frame_mask, self.config.statistics_deltas))
+        if self.config.absolute_statistics:
+            if absolute_features is None or (
+                not torch.compiler.is_compiling() and absolute_features.shape != features.shape
+            ):
+                raise ModelInputError(
+                    "this model also takes the statistics of the absolute features: pass "
+                    f"absolute_features (the windows before caller normalisation) of shape "
+                    f"{tuple(features.shape)}"
+                )
+            absolute = time_statistics(absolute_features, frame_mask, self.config.statistics_deltas)
+            parts.append((absolute - self.absolute_mean) / self.absolute_std)
+        elif absolute_features is not None:
+            raise ModelInputError(
+                "absolute_features were given to a model without absolute_statistics"
+            )
         return parts
 
     def joined_logits(self, parts: list[torch.Tensor]) -> torch.Tensor:

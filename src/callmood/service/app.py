@@ -34,6 +34,7 @@ from callmood.audio import (
 )
 from callmood.errors import CallmoodError
 from callmood.inference import ModelLoadError
+from callmood.service.audiosocket import AudioSocketListener
 from callmood.service.deps import LOGIN_PATH, require_api_token, resolve_credentials
 from callmood.service.jobs import JobRunner, SharedModel
 from callmood.service.ratelimit import LoginRateLimiter
@@ -265,12 +266,21 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The AudioSocket listener (settings.audiosocket) runs in this event loop, beside
+        # the routes, so its calls share the model, rules, webhooks and live sessions.
+        # First: a port it cannot bind stops the start before anything else runs.
+        audiosocket = AudioSocketListener(app) if settings.audiosocket else None
+        if audiosocket is not None:
+            await audiosocket.start()
+        app.state.audiosocket = audiosocket
         jobs.start()
         if retention is not None:
             retention.start()
         try:
             yield
         finally:
+            if audiosocket is not None:
+                await audiosocket.stop()
             if retention is not None:
                 await retention.stop()
             jobs.shutdown()
@@ -310,9 +320,19 @@ def create_app(
     app.add_exception_handler(DataError, _data_error_handler)
     app.add_exception_handler(Exception, server_error_response)
 
-    from callmood.service.routes import alerts, audit, auth, calls, models, pages, rules, stream
+    from callmood.service.routes import (
+        alerts,
+        audit,
+        auth,
+        calls,
+        models,
+        pages,
+        rules,
+        stream,
+        trends,
+    )
 
-    for module in (auth, calls, alerts, rules, models, stream, audit, pages):
+    for module in (auth, calls, alerts, rules, models, stream, trends, audit, pages):
         app.include_router(module.router)
     _add_documentation_routes(app)
     if STATIC_DIR.is_dir():

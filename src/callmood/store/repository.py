@@ -297,9 +297,10 @@ def call_result(call: CallRecord) -> CallResult:
 class CallFilter:
     """What `list_calls` selects; every field is optional.
 
-    Dates are timezone-aware and compared with the time the call was stored;
-    `search` matches part of the name (case-insensitive) or a whole tag; agent, queue and
-    external call id match exactly (after trimming).
+    Dates are timezone-aware; `created_*` compare with the time the call was stored,
+    `started_from` (inclusive) and `started_before` (exclusive) with the time it really
+    started (trends bucket by it); `search` matches part of the name (case-insensitive) or
+    a whole tag; agent, queue and external call id match exactly (after trimming).
     """
 
     created_from: datetime | None = None
@@ -312,6 +313,8 @@ class CallFilter:
     agent: str | None = None
     queue: str | None = None
     external_call_id: str | None = None
+    started_from: datetime | None = None
+    started_before: datetime | None = None
 
 
 def _filtered_calls(filters: CallFilter) -> Select[tuple[CallRecord]]:
@@ -320,6 +323,10 @@ def _filtered_calls(filters: CallFilter) -> Select[tuple[CallRecord]]:
         query = query.where(CallRecord.created_at >= filters.created_from)
     if filters.created_to is not None:
         query = query.where(CallRecord.created_at <= filters.created_to)
+    if filters.started_from is not None:
+        query = query.where(CallRecord.started_at >= filters.started_from)
+    if filters.started_before is not None:
+        query = query.where(CallRecord.started_at < filters.started_before)
     if filters.has_alerts is True:
         query = query.where(CallRecord.alert_count > 0)
     elif filters.has_alerts is False:
@@ -350,6 +357,11 @@ def _filtered_calls(filters: CallFilter) -> Select[tuple[CallRecord]]:
             )
         )
     return query
+
+
+def matching_calls(filters: CallFilter | None = None) -> Select[tuple[CallRecord]]:
+    """The SELECT of the calls matching `filters`, unordered (to aggregate or join on)."""
+    return _filtered_calls(filters or CallFilter())
 
 
 def _open_alerts_of_call() -> ScalarSelect[int]:

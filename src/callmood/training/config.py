@@ -360,6 +360,17 @@ class TrainingConfig(_Strict):
                 "caller_normalization and speaker_normalization exclude each other: the first "
                 "uses a caller's past speech, the second all of a speaker's clips"
             )
+        if self.model.get("absolute_statistics") is True:
+            if not self.caller_normalization.enabled:
+                raise ValueError(
+                    "model.absolute_statistics needs caller_normalization.enabled: true "
+                    "(without it the network sees the absolute features already)"
+                )
+            if self.model.get("statistics_branch") is not True:
+                raise ValueError(
+                    "model.absolute_statistics needs model.statistics_branch: true (the "
+                    "absolute statistics join the statistics branch)"
+                )
         return self
 
     def class_names(self) -> tuple[str, ...]:

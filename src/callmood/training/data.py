@@ -206,6 +206,19 @@ def frame_statistics(features: Iterable[torch.Tensor]) -> tuple[torch.Tensor, to
     return mean.float(), std.float()
 
 
+def clip_statistics_population(
+    features: Iterable[torch.Tensor], deltas: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation over clips of each clip's :func:`time_statistics`
+    ((F, T) maps, un-normalised), for a model's ``absolute_statistics``; each (2F,) or (3F,)."""
+    from callmood.models.parallel_cnn_transformer import time_statistics
+
+    statistics = torch.cat([time_statistics(clip[None].float(), None, deltas) for clip in features])
+    if len(statistics) < 2:
+        raise TrainingDataError("absolute statistics need at least 2 training clips")
+    return statistics.mean(0), statistics.std(0).clamp(min=1e-4)
+
+
 def clips_by_speaker(clips: ClipSet) -> list[list[int]]:
     """The indices of each speaker's clips, one list per speaker."""
     by_speaker: dict[str, list[int]] = {}

@@ -109,7 +109,9 @@ def call_metrics(
     for k in order:
         normalizer = normalizers.setdefault(speakers[k], CallerNormalizer(caller_prior))
         features[k] = torch.from_numpy(normalizer.normalize(clips.features[indices[k]].numpy()))
-    logits = predict_clips(model, features)
+    # A model with absolute_statistics also gets each clip as it is (its own frames only).
+    absolute = [clips.features[i] for i in indices]
+    logits = predict_clips(model, features, absolute_features=absolute)
     return classification_metrics(clips.targets[indices], logits.argmax(1), clips.classes)
 
 

@@ -23,6 +23,7 @@ from callmood.training.config import TrainingConfig, TrainingConfigError
 from callmood.training.data import (
     ClipSet,
     TrainingDataError,
+    clip_statistics_population,
     corpus_shares,
     epoch_batches,
     frame_statistics,
@@ -118,6 +119,7 @@ def predict_clips(
     features: list[torch.Tensor],
     speaker_statistics: torch.Tensor | None = None,
     caller_prior: CallerPrior | None = None,
+    absolute_features: list[torch.Tensor] | None = None,
 ) -> np.ndarray:
     """Logits of each whole clip, shape (N, classes); clips run one by one (no padding).
 
@@ -125,17 +127,29 @@ def predict_clips(
     `speaker_statistics` (N, 2, size): for a model with ``statistics_per_speaker``.
     `caller_prior`: for a caller-normalised model; each clip is then normalised as the
     first window of a call of its own (nothing else of its speaker is used).
+    `absolute_features`: for a model with ``absolute_statistics`` given clips that are
+    normalised already, each clip before normalisation; with `caller_prior`, the clips
+    themselves are.
     """
     model.eval()
     min_frames = model.config.min_frames
+    takes_absolute = model.config.absolute_statistics
     logits = []
     for i, clip in enumerate(features):
+        absolute = None if absolute_features is None else absolute_features[i]
         if caller_prior is not None:
+            absolute = clip if absolute is None else absolute
             clip = normalize_alone(clip[None], caller_prior)[0]
         if clip.shape[1] < min_frames:
-            clip = clip.repeat(1, -(-min_frames // clip.shape[1]))
+            repeats = -(-min_frames // clip.shape[1])
+            clip = clip.repeat(1, repeats)
+            absolute = None if absolute is None else absolute.repeat(1, repeats)
         mine = None if speaker_statistics is None else speaker_statistics[i : i + 1]
-        logits.append(model(clip[None], speaker_statistics=mine)[0])
+        extra = {}
+        if takes_absolute:
+            # None reaches the model, which says what it is missing.
+            extra["absolute_features"] = None if absolute is None else absolute[None]
+        logits.append(model(clip[None], speaker_statistics=mine, **extra)[0])
     return torch.stack(logits).numpy() if logits else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -207,6 +221,7 @@ class _BatchMaker:
         clips: ClipSet,
         train_indices: np.ndarray,
         caller_prior: CallerPrior | None = None,
+        absolute: bool = False,
     ) -> None:
         from callmood.features import FeatureExtractor
 
@@ -221,6 +236,7 @@ class _BatchMaker:
             config.augmentation.waveform_fraction if clips.waveforms is not None else 0.0
         )
         self.caller_prior = caller_prior
+        self.absolute = absolute
         self.speaker_clips: dict[str, np.ndarray] = {}
         self.clip_sums: dict[int, FrameSums] = {}
         if caller_prior is not None:
@@ -230,6 +246,14 @@ class _BatchMaker:
                 self.speaker_clips[speaker] = train_indices[speakers == speaker]
 
     def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """The batch's crops, as the network's `features`."""
+        return self.views(batch, rng)[0]
+
+    def views(
+        self, batch: np.ndarray, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch's crops, and with `absolute` the same crops before caller normalisation
+        (and before SpecAugment, whose masks belong to the normalised view), else None."""
         augmentation = self.config.augmentation
         if self.waveform_fraction > 0 and rng.random() < self.waveform_fraction:
             waveforms, warps = [], []
@@ -263,11 +287,12 @@ class _BatchMaker:
                 [random_crop(self.clips.features[i], self.crop_frames, rng) for i in batch]
             ).clone()
             augmented = False
+        absolute = features.clone() if self.absolute else None
         if self.caller_prior is not None:
             features = self._normalize_callers(features, batch, augmented, rng)
         if augmentation.spec_augment.probability > 0:
             spec_augment(features, augmentation, rng)
-        return features
+        return features, absolute
 
     def _normalize_callers(
         self, features: torch.Tensor, batch: np.ndarray, augmented: bool, rng: np.random.Generator
@@ -371,6 +396,14 @@ def train_model(
     # The statistics live in the model as buffers, so the ONNX export normalises too.
     mean, std = frame_statistics(clips.features[i] for i in train_indices)
     model.set_normalization(mean, std)
+    takes_absolute = model.config.absolute_statistics
+    if takes_absolute:
+        # Fixed from the training clips, as the feature normalisation: never the test speaker.
+        model.set_absolute_statistics(
+            *clip_statistics_population(
+                (clips.features[i] for i in train_indices), model.config.statistics_deltas
+            )
+        )
     caller_prior = None
     if config.caller_normalization.enabled:
         # Callers are mapped onto the training population, which the model then standardises.
@@ -401,7 +434,7 @@ def train_model(
     )
     # Fails now, not after the first epoch, on corpora the mapping and the data disagree on.
     corpus_shares(clips.corpora[train_indices], config.corpus_balance)
-    make_batch = _BatchMaker(config, clips, train_indices, caller_prior)
+    make_batch = _BatchMaker(config, clips, train_indices, caller_prior, takes_absolute)
     num_classes = len(clips.classes)
 
     history: list[EpochRecord] = []
@@ -453,16 +486,30 @@ def train_model(
             corpus_balance=config.corpus_balance,
         )
         for step, batch in enumerate(batches):
-            features = make_batch(batch, rng)
+            features, absolute = make_batch.views(batch, rng)
             targets = F.one_hot(torch.from_numpy(clips.targets[batch]), num_classes).float()
             if config.label_smoothing > 0:
                 targets = (
                     targets * (1 - config.label_smoothing) + config.label_smoothing / num_classes
                 )
             if config.augmentation.mixup_alpha > 0:
-                features, targets = mixup(features, targets, config.augmentation.mixup_alpha, rng)
+                if absolute is None:
+                    features, targets = mixup(
+                        features, targets, config.augmentation.mixup_alpha, rng
+                    )
+                else:
+                    # One blend for both views of each crop (mixup is per element).
+                    both, targets = mixup(
+                        torch.cat([features, absolute], dim=1),
+                        targets,
+                        config.augmentation.mixup_alpha,
+                        rng,
+                    )
+                    features, absolute = both.split(features.shape[1], dim=1)
             batch_statistics = None if speaker_statistics is None else speaker_statistics[batch]
-            parts = model.branches(features, speaker_statistics=batch_statistics)
+            parts = model.branches(
+                features, speaker_statistics=batch_statistics, absolute_features=absolute
+            )
             logits = model.joined_logits(parts)
             loss = F.cross_entropy(logits, targets, weight=weights)
             if config.branch_loss > 0:

@@ -660,6 +660,27 @@ def alerts_page(
     )
 
 
+@pages.get("/trends", response_class=HTMLResponse)
+def trends_page(
+    request: Request,
+    date_from: str | None = None,
+    date_to: str | None = None,
+    agent: str | None = None,
+    queue: str | None = None,
+    by: str | None = None,
+) -> HTMLResponse:
+    """Charts and tables of /api/trends; its script asks for them in the browser's time zone
+    (which the server does not know), so the page only fills in the form."""
+    filters = {
+        "date_from": (_optional_date(date_from) or "") if date_from else "",
+        "date_to": (_optional_date(date_to) or "") if date_to else "",
+        "agent": _optional_label(agent, MAX_AGENT_LENGTH) or "",
+        "queue": _optional_label(queue, MAX_QUEUE_LENGTH) or "",
+        "by": by if by in ("day", "week") else "day",
+    }
+    return _render(request, "trends.html", title="Trends", active="Trends", filters=filters)
+
+
 # ---------------------------------------------------------------------------- rules, model
 
 

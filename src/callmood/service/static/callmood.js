@@ -51,6 +51,19 @@ window.Callmood = (function () {
     });
   }
 
+  // A canvas sized to its CSS width and `cssHeight`, drawn at device resolution so lines
+  // stay crisp on high-DPI screens; its 2D context works in CSS pixels.
+  function prepareCanvas(canvas, cssHeight) {
+    const ratio = window.devicePixelRatio || 1;
+    const cssWidth = canvas.clientWidth || canvas.parentElement.clientWidth || 800;
+    canvas.style.height = cssHeight + "px";
+    canvas.width = Math.round(cssWidth * ratio);
+    canvas.height = Math.round(cssHeight * ratio);
+    const context = canvas.getContext("2d");
+    context.setTransform(ratio, 0, 0, ratio, 0, 0);
+    return { context, width: cssWidth, height: cssHeight };
+  }
+
   function emotionChip(emotion) {
     const chip = document.createElement("span");
     chip.className = "badge emotion emotion-" + emotion;
@@ -106,7 +119,7 @@ window.Callmood = (function () {
   }
 
   return {
-    emotionColour, formatSeconds, localTimes, omitEmptyFields, emotionChip, legend, csrfHeaders, api, showMessage,
-    handledBy,
+    emotionColour, formatSeconds, localTimes, omitEmptyFields, prepareCanvas, emotionChip, legend, csrfHeaders, api,
+    showMessage, handledBy,
   };
 })();

@@ -14,17 +14,7 @@
   const MIN_VIEW_SECONDS = 2;
   const DRAG_PIXELS = 4;  // a press that moves less is a click (seek), not a drag (pan)
 
-  function prepareCanvas(canvas, cssHeight) {
-    // Draw at device resolution so lines stay crisp on high-DPI screens.
-    const ratio = window.devicePixelRatio || 1;
-    const cssWidth = canvas.clientWidth || canvas.parentElement.clientWidth || 800;
-    canvas.style.height = cssHeight + "px";
-    canvas.width = Math.round(cssWidth * ratio);
-    canvas.height = Math.round(cssHeight * ratio);
-    const context = canvas.getContext("2d");
-    context.setTransform(ratio, 0, 0, ratio, 0, 0);
-    return { context, width: cssWidth, height: cssHeight };
-  }
+  const prepareCanvas = Callmood.prepareCanvas;
 
   function niceStep(span, width) {
     const steps = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800];
