@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 from service_support import serving
-from test_browser import launch, screenshot
-from test_browser_users import sign_in
+from test_browser import screenshot
+from test_browser_users import browser, sign_in  # noqa: F401 (browser: a fixture)
 
 from callmood import store
 
@@ -34,16 +34,6 @@ def server(tmp_path_factory) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as driver:
-        chromium = launch(driver)
-        yield chromium
-        chromium.close()
-
-
 def api_status(server: str, secret: str) -> int:
     request = urllib.request.Request(
         f"{server}/api/calls", headers={"Authorization": f"Bearer {secret}"}
@@ -55,7 +45,7 @@ def api_status(server: str, secret: str) -> int:
         return error.code
 
 
-def test_an_admin_creates_and_revokes_a_token_on_the_page(browser, server):
+def test_an_admin_creates_and_revokes_a_token_on_the_page(browser, server):  # noqa: F811
     page = sign_in(browser, server, "ada", PASSWORD)
     page.wait_for_url(f"{server}/calls")
     page.click("nav a:has-text('Tokens')")
