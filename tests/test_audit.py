@@ -20,7 +20,7 @@ from callmood.cli import app as cli_app
 from callmood.service.app import create_app
 from callmood.service.retention import purge_expired_calls
 from callmood.settings import load_settings
-from callmood.store.audit import AuditFilter, list_events
+from callmood.store.audit import AuditFilter, list_events, record_event
 from callmood.store.models import AuditEventRecord, utc_now
 from callmood.store.tokens import create_token
 from callmood.store.users import create_user
@@ -292,3 +292,29 @@ def test_call_retention_leaves_the_audit_trail(app, client):
     )
     assert deleted == 1
     assert only_event(app, "call.exported").target == "call:call-1"
+
+
+def test_the_audit_retention_is_its_own_longer_period(app, client):
+    import asyncio
+
+    from callmood.service.retention import RetentionTask
+
+    client.get("/api/calls", headers=AUTH)
+    for action, age_days in [("call.exported", 400), ("call.deleted", 100)]:
+        with store.session_scope(app.state.session_factory) as session:
+            record_event(
+                session, action=action, actor_kind="user", actor_name="old", target="call:x"
+            )
+            session.flush()
+            latest = session.query(AuditEventRecord).order_by(AuditEventRecord.id.desc()).first()
+            latest.at = utc_now() - timedelta(days=age_days)
+    task = RetentionTask(
+        app.state.session_factory,
+        app.state.settings.resolved_audio_dir,
+        retention_days=30,
+        interval_seconds=3600,
+        audit_retention_days=365,
+    )
+    asyncio.run(task.run_once())
+    assert events(app, "call.exported") == []  # older than a year
+    assert only_event(app, "call.deleted").actor_name == "old"  # older than the calls' 30 days

@@ -259,6 +259,7 @@ def create_app(
             settings.resolved_audio_dir,
             retention_days=settings.retention_days,
             interval_seconds=settings.retention_interval_minutes * 60,
+            audit_retention_days=settings.audit_retention_days,
         )
         if settings.retention_days is not None and settings.retention_interval_minutes is not None
         else None

@@ -1,7 +1,8 @@
 """The audit trail (docs/access.md): who did what, when, from where. Append-only.
 
-There is no function here that changes or deletes an event, and no route either; the
-call retention purge leaves the table alone (events outlive the calls they name).
+No function here changes an event, and no route changes or deletes one; the call
+retention purge leaves the table alone (events outlive the calls they name). Only the
+separate `audit_retention_days`, when set, deletes events by age (`purge_events`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
 from callmood.store.models import AuditEventRecord, utc_now
@@ -138,3 +139,9 @@ def iter_events(
         if len(rows) < batch:
             return
         last_id = rows[-1].id
+
+
+def purge_events(session: Session, before: datetime) -> int:
+    """Delete the events older than `before` (the audit retention; the caller commits)."""
+    result = session.execute(delete(AuditEventRecord).where(AuditEventRecord.at < before))
+    return result.rowcount or 0
