@@ -14,9 +14,11 @@ Starlette's TestClient, which are test dependencies: the package must not import
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
 import json
+import random
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -327,6 +329,149 @@ def check_stream(message: StreamInput) -> None:
         for samples in audio.values():
             assert samples.dtype == np.float32 and np.isfinite(samples).all()
     decoder.flush()
+
+
+# ------------------------------------------------------------ Twilio Media Streams
+
+
+def _twilio_media(track: str, chunk: Any, timestamp: Any, payload: Any) -> dict[str, Any]:
+    return {
+        "event": "media",
+        "streamSid": "MZ1",
+        "media": {"track": track, "chunk": chunk, "timestamp": timestamp, "payload": payload},
+    }
+
+
+_SEEDS = st.integers(0, 2**32)
+# Hostile values and texts picked by the seeded generator: hypothesis' own recursive
+# strategies cost most of an input's time, and the parser's type checks care about kinds.
+_HOSTILE_VALUES = (
+    None, True, False, 0, -1, 1, 10**20, 1.5, float("inf"), "", "1", "-1", "1e3", "٣",
+    "9" * 40, "x" * 300, "\u0000", [], [1], ["inbound"], {}, {"a": {"b": [None]}},
+    "audio/x-mulaw", "inbound", "outbound", "MZ1", "CA1", "==", "AAA",
+)  # fmt: skip
+_HOSTILE_TEXTS = (
+    "", "null", "[]", "1", '"media"', "{", '{"event": null}', '{"event": "media"}',
+    '{"event": "connected"}', "[" * 5000, '{"event": "stop", "n": ' + "7" * 5000 + "}",
+    "x" * 70_000, '{"event": "media", "media": ' * 50, "\ud800", "é" * 40_000,
+)  # fmt: skip
+
+
+@st.composite
+def _twilio_stream(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A stream as Twilio sends it: connected, start, media of one or both tracks with
+    jittered, gapped or stalled timestamps, marks and DTMF, stop. The details come from a
+    seeded random generator: a few draws per input keep the campaign fast."""
+    tracks = draw(st.sampled_from([["inbound"], ["inbound", "outbound"], ["outbound", "inbound"]]))
+    chosen = random.Random(draw(_SEEDS))
+    parameters = {
+        key: chosen.choice(["", "x", "a,b, c", "é" * 50, "t" * 150, ",".join("t" * 30), "\x00"])
+        for key in chosen.sample(["token", "name", "tags", "agent", "queue"], chosen.randrange(4))
+    }
+    messages: list[dict[str, Any]] = [
+        {"event": "connected", "protocol": "Call", "version": "1.0.0"},
+        {
+            "event": "start",
+            "streamSid": "MZ1",
+            "start": {
+                "accountSid": "AC1",
+                "streamSid": "MZ1",
+                "callSid": "CA1",
+                "tracks": tracks,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "customParameters": parameters,
+            },
+        },
+    ]
+    chunks = dict.fromkeys(tracks, 0)
+    clocks = dict.fromkeys(tracks, 0)
+    for _ in range(chosen.randrange(61)):
+        track = chosen.choice(tracks)
+        kind = chosen.choice(["media"] * 8 + ["mark", "dtmf"])
+        if kind == "mark":
+            messages.append({"event": "mark", "streamSid": "MZ1", "mark": {"name": "m"}})
+            continue
+        if kind == "dtmf":
+            messages.append({"event": "dtmf", "streamSid": "MZ1",
+                             "dtmf": {"track": "inbound_track", "digit": "5"}})  # fmt: skip
+            continue
+        chunks[track] += 1
+        # 20 ms steps with jitter, gaps (lost audio, hold) and the odd jump of minutes.
+        clocks[track] += chosen.choice([20, 20, 20, 19, 21, 0, 60, 400, 2500, 10**6])
+        size = chosen.choice([160, 160, 0, 1, 80, 320, 4000])
+        payload = base64.b64encode(bytes([chosen.randrange(256)]) * size).decode()
+        messages.append(_twilio_media(track, str(chunks[track]), str(clocks[track]), payload))
+    messages.append({"event": "stop", "streamSid": "MZ1",
+                     "stop": {"accountSid": "AC1", "callSid": "CA1"}})  # fmt: skip
+    for number, message in enumerate(messages[1:], start=1):
+        message["sequenceNumber"] = str(number)
+    return messages
+
+
+@st.composite
+def _twilio_edit(draw: st.DrawFn, messages: list[dict[str, Any]]) -> list[str]:
+    """The stream as texts, with a few edits: a message dropped, repeated or moved, a field
+    replaced by any JSON value, bad base64, garbage or an oversized message."""
+    texts: list[Any] = list(messages)
+    chosen = random.Random(draw(_SEEDS))
+    for _ in range(chosen.randrange(4)):
+        if not texts:
+            break
+        at = chosen.randrange(len(texts))
+        edit = chosen.choice(["drop", "repeat", "move", "field", "inner", "base64", "text"])
+        target = texts[at]
+        if edit == "drop":
+            del texts[at]
+        elif edit == "repeat":
+            texts.insert(at, target)
+        elif edit == "move":
+            texts.insert(chosen.randrange(len(texts)), texts.pop(at))
+        elif edit == "text":
+            texts[at] = chosen.choice(_HOSTILE_TEXTS)
+        elif isinstance(target, dict):
+            target = texts[at] = json.loads(json.dumps(target))
+            inner = next((value for value in target.values() if isinstance(value, dict)), None)
+            where = inner if edit in ("inner", "base64") and inner is not None else target
+            key = chosen.choice(sorted(where) + ["extra"])
+            where[key] = "no+base64!" if edit == "base64" else chosen.choice(_HOSTILE_VALUES)
+    return [text if isinstance(text, str) else json.dumps(text) for text in texts]
+
+
+def twilio_inputs() -> st.SearchStrategy[list[str]]:
+    return _twilio_stream().flatmap(_twilio_edit)
+
+
+def check_twilio(texts: list[str]) -> None:
+    """Each message is taken or refused with a protocol close code; released audio is whole
+    interleaved frames, and what is held back for alignment stays within its bound."""
+    from callmood.service.routes.twilio import (
+        MAX_SKEW_SECONDS,
+        TIMESTAMP_TOLERANCE_MS,
+        TwilioProtocol,
+        stream_start,
+    )
+
+    protocol = TwilioProtocol()
+    released = bytearray()
+    bound = (MAX_SKEW_SECONDS * 8000 + 4000 + TIMESTAMP_TOLERANCE_MS * 8) * 2
+    for text in texts:
+        try:
+            step = protocol.handle(text)
+            if step.start is not None:
+                stream_start(step.start)
+        except StreamProtocolError as error:
+            assert error.close_code in CLIENT_CLOSE_CODES, error.close_code
+            assert str(error).startswith("Twilio stream: "), error
+            break
+        released += step.audio
+        assert protocol.held_samples <= bound, protocol.held_samples
+        if step.event == "stop":
+            break
+    released += protocol.finish()
+    channels = max(1, len(protocol.tracks))
+    assert len(released) % channels == 0, (len(released), channels)
+    assert len(released) // channels == protocol.released, (len(released), protocol.released)
+    assert protocol.held_samples == 0
 
 
 # --------------------------------------------------------------------------- manifest
@@ -850,6 +995,7 @@ TARGETS: dict[str, Target] = {
         Target("audio", audio_inputs, check_audio),
         Target("stream", stream_inputs, check_stream),
         Target("stream-app", stream_inputs, check_stream_app, needs_app=True),
+        Target("twilio", twilio_inputs, check_twilio),
         Target("audiosocket", audiosocket_inputs, check_audiosocket),
         Target("manifest", manifest_inputs, check_manifest),
         Target("rules", rules_inputs, check_rules),

@@ -157,6 +157,21 @@ class Settings(BaseSettings):
         None,
         description="Alert rules YAML. Default: data_dir/rules.yaml (the default rules if absent).",
     )
+    # Twilio Media Streams connector (service/routes/twilio.py, docs/connectors-twilio.md).
+    twilio_auth_token: SecretStr | None = Field(
+        None,
+        description=(
+            "The Twilio account's Auth Token: streams to /api/connectors/twilio are then "
+            "accepted on a valid X-Twilio-Signature (else only with the API token parameter)."
+        ),
+    )
+    twilio_stream_url: str | None = Field(
+        None,
+        description=(
+            "The <Stream url> exactly as in the TwiML, which Twilio signs. Default: "
+            "wss://<Host header><path> (set it when a proxy changes the Host)."
+        ),
+    )
     # Asterisk AudioSocket connector (docs/connectors-asterisk.md). The protocol has no
     # authentication: keep it on loopback or a private network, and list Asterisk's address.
     audiosocket: str | None = Field(

@@ -6,6 +6,7 @@ import ipaddress
 import logging
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -112,7 +113,19 @@ def serve(
     )
     if settings.audiosocket:
         _announce_audiosocket(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level.lower())
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level.lower())
+    )
+    stop = server.handle_exit
+
+    def handle_exit(sig: int, frame: Any) -> None:
+        # uvicorn waits for open responses before it stops, and an event stream (/api/events,
+        # every open dashboard page) never ends by itself: end them first.
+        app.state.event_hub.close()
+        stop(sig, frame)
+
+    server.handle_exit = handle_exit  # type: ignore[method-assign]
+    server.run()
 
 
 def _announce_audiosocket(settings: Settings) -> None:

@@ -36,6 +36,7 @@ from callmood.errors import CallmoodError
 from callmood.inference import ModelLoadError
 from callmood.service.audiosocket import AudioSocketListener
 from callmood.service.deps import LOGIN_PATH, require_api_token, resolve_credentials
+from callmood.service.events import EventHub, call_stored
 from callmood.service.jobs import JobRunner, SharedModel
 from callmood.service.ratelimit import LoginRateLimiter
 from callmood.service.retention import RetentionTask
@@ -244,6 +245,7 @@ def create_app(
         max_attempts=settings.webhook_max_attempts,
         backoff_seconds=settings.webhook_backoff_seconds,
     )
+    hub = EventHub()  # server push to the dashboard pages (/api/events)
     jobs = JobRunner(
         session_factory=session_factory,
         audio_dir=settings.resolved_audio_dir,
@@ -251,6 +253,9 @@ def create_app(
         rules_provider=rules.current,
         webhooks=webhooks,
         workers=settings.workers,
+        on_stored=lambda call_id, name, alerts: call_stored(
+            hub, call_id=call_id, name=name, alert_count=alerts
+        ),
     )
 
     retention = (
@@ -310,6 +315,7 @@ def create_app(
     app.state.rules = rules
     app.state.webhooks = webhooks
     app.state.jobs = jobs
+    app.state.event_hub = hub
     app.state.retention = retention  # None when the server does not purge by itself
     app.state.login_limiter = LoginRateLimiter(
         settings.login_max_failures, settings.login_window_seconds
@@ -326,14 +332,17 @@ def create_app(
         audit,
         auth,
         calls,
+        events,
         models,
         pages,
         rules,
         stream,
         trends,
+        twilio,
     )
 
-    for module in (auth, calls, alerts, rules, models, stream, trends, audit, pages):
+    modules = (auth, calls, alerts, rules, models, stream, twilio, events, trends, audit, pages)
+    for module in modules:
         app.include_router(module.router)
     _add_documentation_routes(app)
     if STATIC_DIR.is_dir():

@@ -318,7 +318,12 @@ def _session_actor(connection: HTTPConnection, subject: str) -> Actor | None:
     )
 
 
-def _scoped_token_actor(connection: HTTPConnection, secret: str | None) -> Actor | None:
+def scoped_token_actor(connection: HTTPConnection, secret: str | None) -> Actor | None:
+    """The actor of the unrevoked scoped token `secret`, or None (notes its last use).
+
+    For credentials that come in a protocol's own message (a connector's start
+    parameters); headers and ?token= are read by `authenticate_connection`.
+    """
     # Read at every request, so a revoked token is refused at once.
     if not secret:
         return None
@@ -353,7 +358,7 @@ def authenticate_connection(connection: HTTPConnection) -> tuple[str, Actor] | N
     bearer = _bearer_token(connection)
     if token_matches(bearer, credentials.token_hash):
         return "bearer", SHARED_TOKEN_ACTOR
-    scoped = _scoped_token_actor(connection, bearer)
+    scoped = scoped_token_actor(connection, bearer)
     if scoped is not None:
         return "bearer", scoped
     subject = session_cookie_subject(connection.cookies.get(SESSION_COOKIE), credentials)
@@ -365,7 +370,7 @@ def authenticate_connection(connection: HTTPConnection) -> tuple[str, Actor] | N
         query_token = connection.query_params.get("token")
         if token_matches(query_token, credentials.token_hash):
             return "query", SHARED_TOKEN_ACTOR
-        scoped = _scoped_token_actor(connection, query_token)
+        scoped = scoped_token_actor(connection, query_token)
         if scoped is not None:
             return "query", scoped
     return None

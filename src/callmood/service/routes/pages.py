@@ -572,6 +572,12 @@ def live_page(request: Request) -> HTMLResponse:
     return _render(request, "live.html", title="Live", active="Live")
 
 
+@pages.get("/board", response_class=HTMLResponse)
+def board_page(request: Request) -> HTMLResponse:
+    """Every call in progress as a tile, kept current by /api/events (static/board.js)."""
+    return _render(request, "board.html", title="Live board", active="Live board")
+
+
 @pages.get("/alerts", response_class=HTMLResponse)
 def alerts_page(
     request: Request,

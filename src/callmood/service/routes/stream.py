@@ -27,6 +27,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 from callmood.call_metadata import CallMetadataFields
 from callmood.errors import CallmoodError
 from callmood.service import deps
+from callmood.service.events import live_board
 from callmood.service.jobs import LIVE_SUBDIR
 from callmood.service.schemas import refuse_nul
 from callmood.store import new_id, normalise_tags
@@ -386,9 +387,11 @@ class LiveSession:
     def start_analysis(self) -> None:
         self.worker = asyncio.create_task(self._analyse_pending())
         live_sessions(self.app)[self.call_id] = self
+        live_board(self.app).started(self)
 
-    def _leave_registry(self) -> None:
+    def _leave_registry(self, summary: dict[str, Any] | None = None) -> None:
         live_sessions(self.app).pop(self.call_id, None)
+        live_board(self.app).ended(self.call_id, summary)
 
     async def _analyse_pending(self) -> None:
         # Coalesce whatever arrived while the model was busy into one feed: a stream
@@ -413,6 +416,7 @@ class LiveSession:
             self.app.state.webhooks.dispatch_alerts(
                 alert_events, call_id=self.call_id, call_name=self.start.name
             )
+        live_board(self.app).analysed(self, events)
         for event in events:
             await self.send(event_message(event))
 
@@ -431,10 +435,12 @@ class LiveSession:
         A stream that ended without stop (`partial_reason`) is stored marked partial.
         A stream without any audio stores nothing (returns None).
         """
+        summary = None
         try:
-            return await self._conclude(partial_reason)
+            summary = await self._conclude(partial_reason)
+            return summary
         finally:
-            self._leave_registry()
+            self._leave_registry(summary)
 
     async def _conclude(self, partial_reason: str | None) -> dict[str, Any] | None:
         await self.drain()
