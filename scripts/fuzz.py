@@ -3,8 +3,9 @@
     python scripts/fuzz.py TARGET [TARGET ...] --seconds N [--max-examples K] [--findings DIR]
     python scripts/fuzz.py TARGET --replay FINDING.pickle    # one saved input, again
 
-TARGET is one of audio, stream, stream-app, manifest, rules, config, upload, upload-app,
-or `all`; targets run in turn, each for N seconds or K inputs, whichever ends first.
+TARGET is one of audio, stream, stream-app, twilio, audiosocket, audiohook, manifest, rules,
+config, upload, upload-app, or `all`; targets run in turn, each for N seconds or K inputs,
+whichever ends first.
 Prints, per target, executions, seconds, exec/s and findings. A finding is a crash (an
 exception the property does not allow) or a hang (an input over --hang-seconds); its input
 is saved as a pickle and its traceback as text under the findings folder, at most three

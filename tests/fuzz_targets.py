@@ -14,9 +14,11 @@ Starlette's TestClient, which are test dependencies: the package must not import
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
 import json
+import random
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +39,15 @@ from callmood.alerts import RulesError, RuleSet
 from callmood.audio import SAMPLE_RATE, AudioError, audio_info, iter_audio_blocks, load_audio
 from callmood.labels import EMOTIONS
 from callmood.manifest import COLUMNS, ManifestError, read_manifest
+from callmood.service.audiosocket import (
+    AUDIO_KINDS,
+    AsteriskError,
+    Audio,
+    AudioSocketParser,
+    AudioSocketProtocolError,
+    Hangup,
+    Identified,
+)
 from callmood.service.routes.stream import (
     BYTES_PER_SAMPLE,
     CLOSE_POLICY_VIOLATION,
@@ -47,6 +58,7 @@ from callmood.service.routes.stream import (
     SUPPORTED_SAMPLE_RATES,
     StreamDecoder,
     StreamProtocolError,
+    StreamStart,
     _parse_json,
     parse_start,
 )
@@ -317,6 +329,149 @@ def check_stream(message: StreamInput) -> None:
         for samples in audio.values():
             assert samples.dtype == np.float32 and np.isfinite(samples).all()
     decoder.flush()
+
+
+# ------------------------------------------------------------ Twilio Media Streams
+
+
+def _twilio_media(track: str, chunk: Any, timestamp: Any, payload: Any) -> dict[str, Any]:
+    return {
+        "event": "media",
+        "streamSid": "MZ1",
+        "media": {"track": track, "chunk": chunk, "timestamp": timestamp, "payload": payload},
+    }
+
+
+_SEEDS = st.integers(0, 2**32)
+# Hostile values and texts picked by the seeded generator: hypothesis' own recursive
+# strategies cost most of an input's time, and the parser's type checks care about kinds.
+_HOSTILE_VALUES = (
+    None, True, False, 0, -1, 1, 10**20, 1.5, float("inf"), "", "1", "-1", "1e3", "٣",
+    "9" * 40, "x" * 300, "\u0000", [], [1], ["inbound"], {}, {"a": {"b": [None]}},
+    "audio/x-mulaw", "inbound", "outbound", "MZ1", "CA1", "==", "AAA",
+)  # fmt: skip
+_HOSTILE_TEXTS = (
+    "", "null", "[]", "1", '"media"', "{", '{"event": null}', '{"event": "media"}',
+    '{"event": "connected"}', "[" * 5000, '{"event": "stop", "n": ' + "7" * 5000 + "}",
+    "x" * 70_000, '{"event": "media", "media": ' * 50, "\ud800", "é" * 40_000,
+)  # fmt: skip
+
+
+@st.composite
+def _twilio_stream(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A stream as Twilio sends it: connected, start, media of one or both tracks with
+    jittered, gapped or stalled timestamps, marks and DTMF, stop. The details come from a
+    seeded random generator: a few draws per input keep the campaign fast."""
+    tracks = draw(st.sampled_from([["inbound"], ["inbound", "outbound"], ["outbound", "inbound"]]))
+    chosen = random.Random(draw(_SEEDS))
+    parameters = {
+        key: chosen.choice(["", "x", "a,b, c", "é" * 50, "t" * 150, ",".join("t" * 30), "\x00"])
+        for key in chosen.sample(["token", "name", "tags", "agent", "queue"], chosen.randrange(4))
+    }
+    messages: list[dict[str, Any]] = [
+        {"event": "connected", "protocol": "Call", "version": "1.0.0"},
+        {
+            "event": "start",
+            "streamSid": "MZ1",
+            "start": {
+                "accountSid": "AC1",
+                "streamSid": "MZ1",
+                "callSid": "CA1",
+                "tracks": tracks,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "customParameters": parameters,
+            },
+        },
+    ]
+    chunks = dict.fromkeys(tracks, 0)
+    clocks = dict.fromkeys(tracks, 0)
+    for _ in range(chosen.randrange(61)):
+        track = chosen.choice(tracks)
+        kind = chosen.choice(["media"] * 8 + ["mark", "dtmf"])
+        if kind == "mark":
+            messages.append({"event": "mark", "streamSid": "MZ1", "mark": {"name": "m"}})
+            continue
+        if kind == "dtmf":
+            messages.append({"event": "dtmf", "streamSid": "MZ1",
+                             "dtmf": {"track": "inbound_track", "digit": "5"}})  # fmt: skip
+            continue
+        chunks[track] += 1
+        # 20 ms steps with jitter, gaps (lost audio, hold) and the odd jump of minutes.
+        clocks[track] += chosen.choice([20, 20, 20, 19, 21, 0, 60, 400, 2500, 10**6])
+        size = chosen.choice([160, 160, 0, 1, 80, 320, 4000])
+        payload = base64.b64encode(bytes([chosen.randrange(256)]) * size).decode()
+        messages.append(_twilio_media(track, str(chunks[track]), str(clocks[track]), payload))
+    messages.append({"event": "stop", "streamSid": "MZ1",
+                     "stop": {"accountSid": "AC1", "callSid": "CA1"}})  # fmt: skip
+    for number, message in enumerate(messages[1:], start=1):
+        message["sequenceNumber"] = str(number)
+    return messages
+
+
+@st.composite
+def _twilio_edit(draw: st.DrawFn, messages: list[dict[str, Any]]) -> list[str]:
+    """The stream as texts, with a few edits: a message dropped, repeated or moved, a field
+    replaced by any JSON value, bad base64, garbage or an oversized message."""
+    texts: list[Any] = list(messages)
+    chosen = random.Random(draw(_SEEDS))
+    for _ in range(chosen.randrange(4)):
+        if not texts:
+            break
+        at = chosen.randrange(len(texts))
+        edit = chosen.choice(["drop", "repeat", "move", "field", "inner", "base64", "text"])
+        target = texts[at]
+        if edit == "drop":
+            del texts[at]
+        elif edit == "repeat":
+            texts.insert(at, target)
+        elif edit == "move":
+            texts.insert(chosen.randrange(len(texts)), texts.pop(at))
+        elif edit == "text":
+            texts[at] = chosen.choice(_HOSTILE_TEXTS)
+        elif isinstance(target, dict):
+            target = texts[at] = json.loads(json.dumps(target))
+            inner = next((value for value in target.values() if isinstance(value, dict)), None)
+            where = inner if edit in ("inner", "base64") and inner is not None else target
+            key = chosen.choice(sorted(where) + ["extra"])
+            where[key] = "no+base64!" if edit == "base64" else chosen.choice(_HOSTILE_VALUES)
+    return [text if isinstance(text, str) else json.dumps(text) for text in texts]
+
+
+def twilio_inputs() -> st.SearchStrategy[list[str]]:
+    return _twilio_stream().flatmap(_twilio_edit)
+
+
+def check_twilio(texts: list[str]) -> None:
+    """Each message is taken or refused with a protocol close code; released audio is whole
+    interleaved frames, and what is held back for alignment stays within its bound."""
+    from callmood.service.routes.twilio import (
+        MAX_SKEW_SECONDS,
+        TIMESTAMP_TOLERANCE_MS,
+        TwilioProtocol,
+        stream_start,
+    )
+
+    protocol = TwilioProtocol()
+    released = bytearray()
+    bound = (MAX_SKEW_SECONDS * 8000 + 4000 + TIMESTAMP_TOLERANCE_MS * 8) * 2
+    for text in texts:
+        try:
+            step = protocol.handle(text)
+            if step.start is not None:
+                stream_start(step.start)
+        except StreamProtocolError as error:
+            assert error.close_code in CLIENT_CLOSE_CODES, error.close_code
+            assert str(error).startswith("Twilio stream: "), error
+            break
+        released += step.audio
+        assert protocol.held_samples <= bound, protocol.held_samples
+        if step.event == "stop":
+            break
+    released += protocol.finish()
+    channels = max(1, len(protocol.tracks))
+    assert len(released) % channels == 0, (len(released), channels)
+    assert len(released) // channels == protocol.released, (len(released), protocol.released)
+    assert protocol.held_samples == 0
 
 
 # --------------------------------------------------------------------------- manifest
@@ -680,6 +835,79 @@ def check_upload(upload: UploadInput) -> None:
     received.discard()
 
 
+# ------------------------------------------------------------------- Asterisk AudioSocket
+
+
+def _audiosocket_message(kind: int, payload: bytes) -> bytes:
+    return bytes([kind]) + len(payload).to_bytes(2, "big") + payload
+
+
+@st.composite
+def _audiosocket_messages(draw: st.DrawFn) -> bytes:
+    # Mostly what Asterisk sends (the UUID, 20 ms slin packets, DTMF, the end), with
+    # every kind, odd and extreme lengths and wrong orders mixed in.
+    samples = draw(st.sampled_from([0, 1, 80, 160, 320, 8000, 8001, 32767]))
+    audio = bytes(draw(st.binary(min_size=2, max_size=2)) * samples)
+    pieces = [
+        _audiosocket_message(0x01, draw(st.binary(min_size=16, max_size=16))),
+        _audiosocket_message(draw(st.sampled_from(sorted(AUDIO_KINDS))), audio),
+        _audiosocket_message(0x10, audio + draw(st.binary(max_size=1))),
+        _audiosocket_message(0x03, draw(st.binary(min_size=1, max_size=2))),
+        _audiosocket_message(0xFF, draw(st.binary(max_size=3))),
+        _audiosocket_message(0x00, b""),
+        _audiosocket_message(draw(st.integers(0, 255)), draw(st.binary(max_size=32))),
+        draw(st.binary(max_size=5)),
+    ]
+    body = draw(st.lists(st.sampled_from(pieces[1:]), max_size=8))
+    first = pieces[0] if draw(st.integers(0, 9)) else draw(st.sampled_from(pieces))
+    return first + b"".join(body)
+
+
+@dataclass(frozen=True)
+class AudioSocketInput:
+    """The bytes a client sends, and where TCP splits them into reads."""
+
+    data: bytes
+    cuts: tuple[int, ...]
+
+
+def audiosocket_inputs() -> st.SearchStrategy[AudioSocketInput]:
+    streams = _audiosocket_messages()
+    data = st.one_of(streams, mutated(streams), st.binary(max_size=64))
+    cuts = st.lists(st.integers(0, 70_000), max_size=6).map(lambda cuts: tuple(sorted(cuts)))
+    return st.builds(AudioSocketInput, data, cuts)
+
+
+def check_audiosocket(value: AudioSocketInput) -> None:
+    """The AudioSocket parser: messages the live session takes, or its own error."""
+    parser = AudioSocketParser()
+    bounds = [0, *[cut for cut in value.cuts if cut < len(value.data)], len(value.data)]
+    decoder = None
+    messages = []
+    try:
+        for start, end in zip(bounds, bounds[1:], strict=False):
+            for message in parser.feed(value.data[start:end]):
+                messages.append(message)
+                if isinstance(message, Audio):
+                    # What the listener feeds the session: it must decode, never raise.
+                    if decoder is None:
+                        decoder = StreamDecoder(
+                            StreamStart(type="start", sample_rate=message.sample_rate,
+                                        encoding="pcm16")
+                        )  # fmt: skip
+                    assert message.sample_rate == decoder.start.sample_rate
+                    audio = decoder.decode(message.payload)["customer"]
+                    assert audio.dtype == np.float32 and np.isfinite(audio).all()
+        parser.end_of_stream()
+    except AudioSocketProtocolError as error:
+        assert str(error)
+        return
+    if messages:
+        assert isinstance(messages[0], Identified), messages[0]
+        assert sum(isinstance(message, Identified) for message in messages) == 1
+        assert all(not isinstance(m, Hangup | AsteriskError) for m in messages[:-1])
+
+
 # ----------------------------------------------------------------- through the real app
 
 
@@ -748,6 +976,154 @@ def check_stream_app(client: Any, message: StreamInput) -> None:
         assert kinds[-1] == "summary", kinds
 
 
+# -------------------------------------------------------------------------- audiohook
+
+_SESSION_ID = "30b0e395-84d3-4570-ac13-9a62d8f514c0"
+_DOC_SIGNATURE_INPUT = (
+    'sig1=("@request-target" "@authority" "audiohook-organization-id" "audiohook-session-id" '
+    '"audiohook-correlation-id" "x-api-key");keyid="SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh";'
+    'nonce="VGhpc0lzQVVuaXF1ZU5vbmNl";alg="hmac-sha256";created=1641013200;expires=3282026430'
+)
+_DOC_SIGNATURE = "sig1=:NZBwyBHRRyRoeLqy1IzOa9VYBuI8TgMFt2GRDkDuJh4=:"
+_DURATIONS = st.sampled_from(
+    ["PT0S", "PT1.5S", "PT.5S", "PT12.340S", "PT1e9S", "P1S", "PT-1S", "PT" + "9" * 39 + "S", ""]
+) | st.floats(0, 1e6).map(lambda seconds: f"PT{seconds}S")
+_MEDIA = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["audio", "video"]),
+        "format": st.sampled_from(["PCMU", "L16", "opus"]),
+        "channels": st.lists(st.sampled_from(["external", "internal", "both"]), max_size=3),
+        "rate": st.sampled_from([8000, 16000, "8000", 8000.0]),
+    },
+)
+_PARAMETERS = {
+    "open": st.fixed_dictionaries(
+        {
+            "organizationId": st.sampled_from([_SESSION_ID, "not-a-uuid"]),
+            "conversationId": st.sampled_from([_SESSION_ID, "not-a-uuid"]),
+            "participant": st.fixed_dictionaries(
+                {"id": st.just(_SESSION_ID), "ani": st.text(max_size=8)},
+                optional={"aniName": st.text(max_size=8), "dnis": _JSON_LEAVES},
+            ),
+            "media": st.lists(_MEDIA, max_size=4) | _JSON_VALUES,
+        },
+        optional={"language": st.sampled_from(["en-US", "EN", 3]), "customConfig": _JSON_VALUES},
+    ),
+    "close": st.fixed_dictionaries({"reason": st.sampled_from(["end", "error", "bored", None])}),
+    "ping": st.fixed_dictionaries({}, optional={"rtt": _DURATIONS}),
+    "resumed": st.fixed_dictionaries({"start": _DURATIONS, "discarded": _DURATIONS}),
+    "discarded": st.fixed_dictionaries({"start": _DURATIONS, "discarded": _DURATIONS}),
+    "update": st.fixed_dictionaries({"language": st.sampled_from(["fr-FR", "x", None])}),
+    "error": st.fixed_dictionaries({"code": st.integers(0, 20000), "message": _JSON_LEAVES}),
+    "dtmf": st.fixed_dictionaries({"digit": st.sampled_from(["1", "#", "A", "12", 1])}),
+}
+
+
+_AUDIOHOOK_KINDS = st.sampled_from([*_PARAMETERS, "paused", "bogus", 7])
+_ANY_PARAMETERS = {kind: values | _JSON_VALUES for kind, values in _PARAMETERS.items()}
+# Mostly the next seq (the offset 0), sometimes a gap, a repeat or a wrong type.
+_SEQ_OFFSETS = st.sampled_from([0] * 6 + [1, -1, 2**60, 1.0, True, "1"])
+_ENVELOPE = {
+    "version": st.sampled_from(["2"] * 6 + ["1", 2]),
+    "id": st.sampled_from([_SESSION_ID] * 6 + ["nope"]),
+    "serverseq": st.sampled_from([0] * 6 + [-1, 3]),
+    "position": _DURATIONS,
+}
+_PRESENT = st.integers(0, 15)  # each envelope field present 15 times in 16
+
+
+@st.composite
+def _audiohook_messages(draw: st.DrawFn) -> tuple[str, ...]:
+    # Mostly well-formed envelopes with the next seq, so that the parameters and the
+    # session's order get exercised; sometimes any field wrong or missing. The strategies
+    # are built once: building them per draw costs hypothesis most of its time.
+    messages = []
+    for index in range(draw(st.integers(0, 8))):
+        if not draw(st.integers(0, 7)):
+            messages.append(draw(_TEXT_MESSAGES))
+            continue
+        kind = draw(_AUDIOHOOK_KINDS)
+        message: dict[str, Any] = {"type": kind}
+        for field, values in _ENVELOPE.items():
+            if draw(_PRESENT):
+                message[field] = draw(values)
+        if draw(_PRESENT):
+            offset = draw(_SEQ_OFFSETS)
+            message["seq"] = index + 1 + offset if type(offset) is int else offset
+        if draw(_PRESENT):
+            message["parameters"] = draw(_ANY_PARAMETERS.get(kind, _JSON_VALUES))
+        messages.append(json.dumps(message))
+    return tuple(messages)
+
+
+@dataclass(frozen=True)
+class AudioHookInput:
+    """Client text messages in order, and the two signature headers of the request."""
+
+    messages: tuple[str, ...]
+    signature_input: str
+    signature: str
+
+
+def _header_text(seed: str) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.just(seed),
+        mutated(st.just(seed.encode()), max_mutations=3).map(lambda data: data.decode("latin-1")),
+        st.text(max_size=80),
+    )
+
+
+def audiohook_inputs() -> st.SearchStrategy[AudioHookInput]:
+    return st.builds(
+        AudioHookInput,
+        _audiohook_messages(),
+        _header_text(_DOC_SIGNATURE_INPUT),
+        _header_text(_DOC_SIGNATURE),
+    )
+
+
+def check_audiohook(value: AudioHookInput) -> None:
+    """The AudioHook parsers: client messages with the sequence and position checks, the
+    media choice, and the signature headers. Each accepts or raises its own error."""
+    from types import SimpleNamespace
+
+    from callmood.service.routes.audiohook import (
+        AudioHookConnection,
+        AudioHookProtocolError,
+        AudioHookUnauthorized,
+        choose_media,
+        verify_signature,
+    )
+
+    connection = AudioHookConnection(SimpleNamespace(headers={}))
+    for text in value.messages:
+        try:
+            message = connection.accept_message(text)
+        except AudioHookProtocolError:
+            break  # the server disconnects here
+        assert message.position >= 0 and message.seq == connection.clientseq
+        if message.type == "open":
+            chosen = choose_media(message.parameters["media"])
+            assert chosen is None or chosen in message.parameters["media"]
+    headers = {
+        "host": "audiohook.example.com",
+        "audiohook-organization-id": "d7934305-0972-4844-938e-9060eef73d05",
+        "audiohook-session-id": _SESSION_ID,
+        "audiohook-correlation-id": "e160e428-53e2-487c-977d-96989bf5c99d",
+        "x-api-key": "SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh",
+        "signature-input": value.signature_input,
+        "signature": value.signature,
+    }
+    try:
+        verify_signature(
+            headers, request_target="/api/v1/voicebiometrics/ws", client_secret=b"k", now=1641013201
+        )
+    except AudioHookUnauthorized:
+        return
+    raise AssertionError("a signature verified with the wrong client secret")
+
+
 # ------------------------------------------------------------------------- the targets
 
 
@@ -767,10 +1143,13 @@ TARGETS: dict[str, Target] = {
         Target("audio", audio_inputs, check_audio),
         Target("stream", stream_inputs, check_stream),
         Target("stream-app", stream_inputs, check_stream_app, needs_app=True),
+        Target("twilio", twilio_inputs, check_twilio),
+        Target("audiosocket", audiosocket_inputs, check_audiosocket),
         Target("manifest", manifest_inputs, check_manifest),
         Target("rules", rules_inputs, check_rules),
         Target("config", config_inputs, check_config),
         Target("upload", upload_inputs, check_upload),
         Target("upload-app", upload_inputs, check_upload_app, needs_app=True),
+        Target("audiohook", audiohook_inputs, check_audiohook),
     ]
 }

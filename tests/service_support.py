@@ -232,5 +232,9 @@ def serving(app: object, **uvicorn_options: object) -> Iterator[int]:
     try:
         yield port
     finally:
+        # Open event streams (/api/events) would hold the shutdown up: end them first.
+        hub = getattr(getattr(app, "state", None), "event_hub", None)
+        if hub is not None:
+            hub.close()
         server.should_exit = True
         thread.join(timeout=30)

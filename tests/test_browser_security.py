@@ -16,7 +16,7 @@ from test_browser import TOKEN, launch, log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-DASHBOARD_PAGES = ["/calls", "/calls/csp-call", "/alerts", "/trends", "/rules", "/model"]
+DASHBOARD_PAGES = ["/calls", "/calls/csp-call", "/alerts", "/board", "/trends", "/rules", "/model"]
 # Collects what the browser blocked; the page's own CSP does not apply to init scripts.
 WATCH_VIOLATIONS = """
 window.cspViolations = [];

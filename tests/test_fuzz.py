@@ -42,11 +42,14 @@ EXAMPLES = {
     "audio": 100,
     "stream": 200,
     "stream-app": 25,
+    "twilio": 200,
+    "audiosocket": 300,
     "manifest": 150,
     "rules": 100,
     "config": 100,
     "upload": 150,
     "upload-app": 25,
+    "audiohook": 200,
 }
 
 
@@ -63,10 +66,13 @@ def _property_test(name: str):
 
 test_audio_decoding_never_crashes = _property_test("audio")
 test_stream_parsing_never_crashes = _property_test("stream")
+test_twilio_parsing_never_crashes = _property_test("twilio")
+test_audiosocket_parsing_never_crashes = _property_test("audiosocket")
 test_manifest_reading_never_crashes = _property_test("manifest")
 test_rules_reading_never_crashes = _property_test("rules")
 test_training_config_reading_never_crashes = _property_test("config")
 test_upload_reading_never_crashes = _property_test("upload")
+test_audiohook_parsing_never_crashes = _property_test("audiohook")
 
 
 @pytest.fixture(scope="module")
@@ -374,3 +380,26 @@ def test_float_wav_claiming_17_channels_is_refused_not_a_segfault():
     )
     assert run.returncode == 0, run.stderr[-500:]
     assert b"CorruptAudioError" in run.stdout and b"17 channels" in run.stdout
+
+
+@pytest.mark.parametrize(
+    "tracks_or_track",
+    [("start", [{"a": 1}]), ("media", {"a": 1}), ("media", ["inbound"])],
+    ids=["object-in-start-tracks", "object-as-media-track", "list-as-media-track"],
+)
+def test_twilio_track_that_is_not_a_string_is_a_protocol_error(tracks_or_track):
+    # Found by scripts/fuzz.py twilio: `track not in self.tracks` raised TypeError
+    # (unhashable dict) instead of refusing the message.
+    from fuzz_targets import check_twilio
+
+    where, value = tracks_or_track
+    start = {
+        "event": "start", "sequenceNumber": "1", "streamSid": "MZ1",
+        "start": {"accountSid": "AC1", "streamSid": "MZ1", "callSid": "CA1",
+                  "tracks": value if where == "start" else ["inbound"],
+                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
+    }  # fmt: skip
+    media = {"event": "media", "sequenceNumber": "2", "streamSid": "MZ1",
+             "media": {"track": value, "chunk": "1", "timestamp": "0", "payload": ""}}  # fmt: skip
+    texts = [json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})]
+    check_twilio([*texts, json.dumps(start), json.dumps(media)])

@@ -6,6 +6,8 @@ environment variables, the config file (`--config` or `CALLMOOD_CONFIG`), the de
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextvars
 import json
 import os
@@ -98,6 +100,15 @@ class Settings(BaseSettings):
             "by `callmood purge`); null keeps all."
         ),
     )
+    audit_retention_days: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Audit events older than this many days are deleted (by the server's periodic "
+            "purge and by `callmood purge`); null keeps them all. The call retention never "
+            "deletes them: they outlive the calls they name (docs/access.md)."
+        ),
+    )
     retention_interval_minutes: float | None = Field(
         60,
         gt=0,
@@ -148,8 +159,66 @@ class Settings(BaseSettings):
         None,
         description="Alert rules YAML. Default: data_dir/rules.yaml (the default rules if absent).",
     )
+    # Twilio Media Streams connector (service/routes/twilio.py, docs/connectors-twilio.md).
+    twilio_auth_token: SecretStr | None = Field(
+        None,
+        description=(
+            "The Twilio account's Auth Token: streams to /api/connectors/twilio are then "
+            "accepted on a valid X-Twilio-Signature (else only with the API token parameter)."
+        ),
+    )
+    twilio_stream_url: str | None = Field(
+        None,
+        description=(
+            "The <Stream url> exactly as in the TwiML, which Twilio signs. Default: "
+            "wss://<Host header><path> (set it when a proxy changes the Host)."
+        ),
+    )
+    # Asterisk AudioSocket connector (docs/connectors-asterisk.md). The protocol has no
+    # authentication: keep it on loopback or a private network, and list Asterisk's address.
+    audiosocket: str | None = Field(
+        None,
+        description="HOST:PORT of the AudioSocket TCP listener, e.g. 127.0.0.1:9092; null: off.",
+    )
+    audiosocket_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Client addresses or networks (CIDR) that may connect; empty: any.",
+    )
+    audiosocket_idle_seconds: float = Field(
+        10, gt=0, description="An AudioSocket call silent this long is ended (stored partial)."
+    )
 
-    @field_validator("webhook_urls", mode="before")
+    # Genesys Cloud AudioHook connector (routes/audiohook.py, docs/connectors-genesys.md):
+    # the API key Genesys sends as X-API-KEY, and its client secret for message signatures.
+    audiohook_api_key: SecretStr | None = Field(
+        None,
+        description="API key of the Genesys AudioHook integration (X-API-KEY); unset: the "
+        "connector refuses every connection.",
+    )
+    audiohook_client_secret: SecretStr | None = Field(
+        None,
+        description="Base64 client secret of the AudioHook integration; set: every connection "
+        "must carry a valid HMAC-SHA256 message signature.",
+    )
+
+    @field_validator("audiosocket")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        from callmood.service.audiosocket import split_host_port
+
+        if value is not None:
+            split_host_port(value)  # raises ValueError naming the problem
+        return value
+
+    @field_validator("audiosocket_allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        from callmood.service.audiosocket import allowed_networks
+
+        allowed_networks(value)  # raises ValueError naming a bad entry
+        return value
+
+    @field_validator("webhook_urls", "audiosocket_allow", mode="before")
     @classmethod
     def _split_comma_separated(cls, value: Any) -> Any:
         # An env var holds one string; accept "https://a,https://b" as well as a JSON list.
@@ -169,6 +238,26 @@ class Settings(BaseSettings):
                 f"auth_token must have at least {MIN_TOKEN_LENGTH} characters (a random one: "
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
+        return value
+
+    @field_validator("audiohook_api_key")
+    @classmethod
+    def _long_api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # Wrong keys are not throttled either: its length is what stops guessing.
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"audiohook_api_key must have at least {MIN_TOKEN_LENGTH} characters")
+        return value
+
+    @field_validator("audiohook_client_secret")
+    @classmethod
+    def _base64_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                key = base64.b64decode(value.get_secret_value(), validate=True)
+            except binascii.Error:
+                raise ValueError("audiohook_client_secret must be base64") from None
+            if not key:
+                raise ValueError("audiohook_client_secret must not be empty")
         return value
 
     @field_validator("webhook_urls")

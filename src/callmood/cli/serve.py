@@ -6,6 +6,7 @@ import ipaddress
 import logging
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -52,6 +53,13 @@ def serve(
         help="Serve without authentication (sets auth_disabled; for local use only).",
     ),
     log_level: str = typer.Option("info", help="Server log level: debug, info, warning, error."),
+    audiosocket: str | None = typer.Option(
+        None,
+        "--audiosocket",
+        metavar="HOST:PORT",
+        help="Also accept Asterisk AudioSocket calls on this TCP address, e.g. 127.0.0.1:9092 "
+        "(no authentication in the protocol: see docs/connectors-asterisk.md). Default: off.",
+    ),
 ) -> None:
     """Serve the REST API, the live stream and the dashboard.
 
@@ -77,6 +85,7 @@ def serve(
         workers=workers,
         model_dir=model_dir,
         auth_disabled=True if no_auth else None,
+        audiosocket=audiosocket,
     )
     if settings.auth_disabled and not _is_loopback(settings.host):
         console.print(
@@ -102,7 +111,35 @@ def serve(
         f"callmood serving on http://{settings.host}:{settings.port}  "
         f"(database: {_hide_password(url)}, data: {settings.data_dir})"
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level.lower())
+    if settings.audiosocket:
+        _announce_audiosocket(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level.lower())
+    )
+    stop = server.handle_exit
+
+    def handle_exit(sig: int, frame: Any) -> None:
+        # uvicorn waits for open responses before it stops, and an event stream (/api/events,
+        # every open dashboard page) never ends by itself: end them first.
+        app.state.event_hub.close()
+        stop(sig, frame)
+
+    server.handle_exit = handle_exit  # type: ignore[method-assign]
+    server.run()
+
+
+def _announce_audiosocket(settings: Settings) -> None:
+    from callmood.service.audiosocket import split_host_port
+
+    host, _ = split_host_port(settings.audiosocket or "")
+    allowed = ", ".join(settings.audiosocket_allow) or "any address"
+    console.print(f"AudioSocket listening on {settings.audiosocket} (clients: {allowed})")
+    if not _is_loopback(host) and not settings.audiosocket_allow:
+        console.print(
+            f"[bold yellow]warning:[/] AudioSocket has no authentication and listens on {host} "
+            "for any client: set audiosocket_allow to Asterisk's address, or keep it on a "
+            "private network"
+        )
 
 
 def _hide_password(url: str) -> str:
@@ -121,10 +158,28 @@ def purge(
     data_dir: Path | None = typer.Option(None, help=DATA_DIR_HELP),
     database_url: str | None = typer.Option(None, help=DATABASE_HELP),
 ) -> None:
-    """Delete old calls with their audio, alerts and timelines (retention)."""
+    """Delete old calls with their audio, alerts and timelines (retention), and audit
+    events older than `audit_retention_days` if it is set."""
     settings = load_settings(config, data_dir=data_dir, database_url=database_url)
     deleted = purge_old_calls(settings, older_than_days)
     typer.echo(f"deleted {deleted} call{'s' if deleted != 1 else ''}")
+    if settings.audit_retention_days is not None:
+        events = purge_old_audit_events(settings)
+        typer.echo(f"deleted {events} audit event{'s' if events != 1 else ''}")
+
+
+def purge_old_audit_events(settings: Settings) -> int:
+    """Delete the audit events older than the settings' `audit_retention_days`."""
+    from callmood.service.retention import purge_expired_audit
+    from callmood.store import create_database_engine, make_session_factory
+
+    if settings.audit_retention_days is None:
+        return 0  # kept for good
+    engine = create_database_engine(settings.resolved_database_url)
+    try:
+        return purge_expired_audit(make_session_factory(engine), settings.audit_retention_days)
+    finally:
+        engine.dispose()
 
 
 def purge_old_calls(settings: Settings, older_than_days: int | None = None) -> int:

@@ -34,7 +34,9 @@ from callmood.audio import (
 )
 from callmood.errors import CallmoodError
 from callmood.inference import ModelLoadError
+from callmood.service.audiosocket import AudioSocketListener
 from callmood.service.deps import LOGIN_PATH, require_api_token, resolve_credentials
+from callmood.service.events import EventHub, call_stored
 from callmood.service.jobs import JobRunner, SharedModel
 from callmood.service.ratelimit import LoginRateLimiter
 from callmood.service.retention import RetentionTask
@@ -243,6 +245,7 @@ def create_app(
         max_attempts=settings.webhook_max_attempts,
         backoff_seconds=settings.webhook_backoff_seconds,
     )
+    hub = EventHub()  # server push to the dashboard pages (/api/events)
     jobs = JobRunner(
         session_factory=session_factory,
         audio_dir=settings.resolved_audio_dir,
@@ -250,6 +253,9 @@ def create_app(
         rules_provider=rules.current,
         webhooks=webhooks,
         workers=settings.workers,
+        on_stored=lambda call_id, name, alerts: call_stored(
+            hub, call_id=call_id, name=name, alert_count=alerts
+        ),
     )
 
     retention = (
@@ -258,6 +264,7 @@ def create_app(
             settings.resolved_audio_dir,
             retention_days=settings.retention_days,
             interval_seconds=settings.retention_interval_minutes * 60,
+            audit_retention_days=settings.audit_retention_days,
         )
         if settings.retention_days is not None and settings.retention_interval_minutes is not None
         else None
@@ -265,12 +272,21 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The AudioSocket listener (settings.audiosocket) runs in this event loop, beside
+        # the routes, so its calls share the model, rules, webhooks and live sessions.
+        # First: a port it cannot bind stops the start before anything else runs.
+        audiosocket = AudioSocketListener(app) if settings.audiosocket else None
+        if audiosocket is not None:
+            await audiosocket.start()
+        app.state.audiosocket = audiosocket
         jobs.start()
         if retention is not None:
             retention.start()
         try:
             yield
         finally:
+            if audiosocket is not None:
+                await audiosocket.stop()
             if retention is not None:
                 await retention.stop()
             jobs.shutdown()
@@ -299,6 +315,7 @@ def create_app(
     app.state.rules = rules
     app.state.webhooks = webhooks
     app.state.jobs = jobs
+    app.state.event_hub = hub
     app.state.retention = retention  # None when the server does not purge by itself
     app.state.login_limiter = LoginRateLimiter(
         settings.login_max_failures, settings.login_window_seconds
@@ -310,9 +327,36 @@ def create_app(
     app.add_exception_handler(DataError, _data_error_handler)
     app.add_exception_handler(Exception, server_error_response)
 
-    from callmood.service.routes import alerts, auth, calls, models, pages, rules, stream, trends
+    from callmood.service.routes import (
+        alerts,
+        audiohook,
+        audit,
+        auth,
+        calls,
+        events,
+        models,
+        pages,
+        rules,
+        stream,
+        trends,
+        twilio,
+    )
 
-    for module in (auth, calls, alerts, rules, models, stream, trends, pages):
+    modules = (
+        auth,
+        calls,
+        alerts,
+        rules,
+        models,
+        stream,
+        twilio,
+        audiohook,
+        events,
+        trends,
+        audit,
+        pages,
+    )
+    for module in modules:
         app.include_router(module.router)
     _add_documentation_routes(app)
     if STATIC_DIR.is_dir():

@@ -154,6 +154,9 @@ class JobRunner:
         Gets the alerts of every finished call.
     workers
         Number of worker threads.
+    on_stored
+        Called (on the worker thread) with the call id, name and alert count of every
+        call stored, so open dashboard pages can show it (service/events.py).
     """
 
     def __init__(
@@ -165,6 +168,7 @@ class JobRunner:
         rules_provider: Callable[[], RuleSet],
         webhooks: WebhookDispatcher,
         workers: int = 1,
+        on_stored: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.audio_dir = audio_dir
@@ -172,6 +176,7 @@ class JobRunner:
         self.rules_provider = rules_provider
         self.webhooks = webhooks
         self.workers = workers
+        self.on_stored = on_stored
         self._executor: ThreadPoolExecutor | None = None
         self._futures: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
@@ -321,6 +326,11 @@ class JobRunner:
             with session_scope(self.session_factory) as session:
                 mark_job_failed(session, job_id, message)
             return
+        if self.on_stored is not None:
+            try:
+                self.on_stored(result.call_id, name, len(result.alerts))
+            except Exception:
+                logger.exception("job %s: telling the dashboard failed", job_id)
         self.webhooks.dispatch_alerts(result.alerts, call_id=result.call_id, call_name=name)
 
 

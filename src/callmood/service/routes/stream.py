@@ -27,6 +27,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 from callmood.call_metadata import CallMetadataFields
 from callmood.errors import CallmoodError
 from callmood.service import deps
+from callmood.service.events import live_board
 from callmood.service.jobs import LIVE_SUBDIR
 from callmood.service.schemas import refuse_nul
 from callmood.store import new_id, normalise_tags
@@ -386,9 +387,11 @@ class LiveSession:
     def start_analysis(self) -> None:
         self.worker = asyncio.create_task(self._analyse_pending())
         live_sessions(self.app)[self.call_id] = self
+        live_board(self.app).started(self)
 
-    def _leave_registry(self) -> None:
+    def _leave_registry(self, summary: dict[str, Any] | None = None) -> None:
         live_sessions(self.app).pop(self.call_id, None)
+        live_board(self.app).ended(self.call_id, summary)
 
     async def _analyse_pending(self) -> None:
         # Coalesce whatever arrived while the model was busy into one feed: a stream
@@ -413,6 +416,7 @@ class LiveSession:
             self.app.state.webhooks.dispatch_alerts(
                 alert_events, call_id=self.call_id, call_name=self.start.name
             )
+        live_board(self.app).analysed(self, events)
         for event in events:
             await self.send(event_message(event))
 
@@ -431,10 +435,12 @@ class LiveSession:
         A stream that ended without stop (`partial_reason`) is stored marked partial.
         A stream without any audio stores nothing (returns None).
         """
+        summary = None
         try:
-            return await self._conclude(partial_reason)
+            summary = await self._conclude(partial_reason)
+            return summary
         finally:
-            self._leave_registry()
+            self._leave_registry(summary)
 
     async def _conclude(self, partial_reason: str | None) -> dict[str, Any] | None:
         await self.drain()
@@ -616,21 +622,20 @@ def _check_authorised(websocket: WebSocket) -> None:
     Browsers send cookies along with a WebSocket handshake started by any site, so a
     cookie-authenticated stream must come from this server's own pages (its Origin).
     """
-    actor = deps.current_actor(websocket)
-    if actor is None:
+    found = deps.authenticate_connection(websocket)
+    websocket.state.actor = found[1] if found else None
+    if found is None:
         raise StreamProtocolError(
             "not authorised: pass the API token as ?token=... or log in to the dashboard"
         )
-    problem = deps.role_refusal(actor, "supervisor")
+    method, actor = found
+    problem = deps.role_refusal(actor, "supervisor") or deps.scope_refusal(actor, "stream:write")
     if problem is not None:
         raise StreamProtocolError(f"not authorised: {problem}")
     origin = websocket.headers.get("origin")
     if websocket.app.state.settings.auth_disabled or not origin:
         return
-    has_token = deps.token_matches(
-        websocket.query_params.get("token"), websocket.app.state.credentials.token_hash
-    ) or websocket.headers.get("authorization", "").lower().startswith("bearer ")
-    if not has_token and _host_of(origin) != websocket.headers.get("host"):
+    if method == "cookie" and _host_of(origin) != websocket.headers.get("host"):
         raise StreamProtocolError(
             f"not authorised: a login cookie is only accepted from this server's pages, "
             f"not from {origin}; pass the API token as ?token=..."

@@ -17,6 +17,7 @@
     const badge = rowElement.querySelector(".badge.state");
     badge.textContent = alert.state;
     badge.className = "badge state " + alert.state;
+    rowElement.querySelector(".handled-by").textContent = Callmood.handledBy(alert);
     rowElement.querySelector("button.ack").disabled = alert.state !== "open";
     rowElement.querySelector("button.resolve").disabled = alert.state === "resolved";
     const pick = rowElement.querySelector("input.pick");
@@ -77,5 +78,65 @@
 
   document.querySelectorAll("#alerts button[data-action]").forEach((button) => {
     button.addEventListener("click", () => act(button));
+  });
+
+  // Alerts of calls stored meanwhile, from /api/events (the server stores a call's alerts
+  // with the call): a banner counts them; "show" swaps in the list as the server renders
+  // it now, same filters and page, without reloading.
+  const banner = document.getElementById("new-items");
+  let freshAlerts = 0;
+  function stored(data) {
+    if (!data.url || !data.alert_count) return;
+    freshAlerts += data.alert_count;
+    document.getElementById("new-items-text").textContent =
+      freshAlerts + " new alert" + (freshAlerts === 1 ? "" : "s") + " stored since the list was shown.";
+    banner.hidden = false;
+  }
+  async function refreshList() {
+    await Callmood.refreshFromServer(["#alerts tbody", "#alert-count"], document.getElementById("alerts-card"));
+    document.querySelectorAll("#alerts input.pick").forEach((box) => box.addEventListener("change", updateSelection));
+    document.querySelectorAll("#alerts button[data-action]").forEach((button) => {
+      button.addEventListener("click", () => act(button));
+    });
+    selectAll.checked = false;
+    updateSelection();
+  }
+  document.getElementById("new-items-show").addEventListener("click", async () => {
+    try {
+      await refreshList();
+      freshAlerts = 0;
+      banner.hidden = true;
+    } catch (error) {
+      Callmood.showMessage(message, "Could not load the new alerts: " + error.message);
+    }
+  });
+  // Alerts open on calls still in progress (stored with their call when it ends): counted
+  // from the snapshot and the alert events, with a link to the live board.
+  const liveNote = document.getElementById("live-alerts");
+  const liveOpen = new Map();  // call id -> open alerts
+  function showLive() {
+    let total = 0;
+    liveOpen.forEach((count) => { total += count; });
+    liveNote.hidden = total === 0;
+    liveNote.replaceChildren(total + " alert" + (total === 1 ? "" : "s") + " open on calls in progress: ");
+    const link = document.createElement("a");
+    link.href = "/board";
+    link.textContent = "see the live board";
+    liveNote.append(link);
+  }
+  function liveChange(data) {
+    liveOpen.set(data.call_id, data.open_alerts);
+    showLive();
+  }
+  Callmood.events({
+    call_stored: stored,
+    call_ended: (data) => { liveOpen.delete(data.call_id); showLive(); stored(data); },
+    snapshot: (data) => {
+      liveOpen.clear();
+      data.calls.forEach((call) => liveOpen.set(call.call_id, call.open_alerts));
+      showLive();
+    },
+    alert_opened: liveChange,
+    alert_closed: liveChange,
   });
 })();

@@ -110,8 +110,57 @@ window.Callmood = (function () {
     element.hidden = !text;
   }
 
+  // Who acknowledged and resolved an alert (/api/alerts' *_by), as the pages say it.
+  function handledBy(alert) {
+    const parts = [];
+    if (alert.acknowledged_by) parts.push("acknowledged by " + alert.acknowledged_by);
+    if (alert.resolved_by) parts.push("resolved by " + alert.resolved_by);
+    return parts.join(" · ");
+  }
+
+  // A list as the server renders it now (same URL: same filters and page) swapped in: each
+  // of `selectors` replaced, and the pager (#pager) moved after `pagerAfter`. Throws when
+  // the server cannot be reached; a refused request leaves the page as it was.
+  async function refreshFromServer(selectors, pagerAfter) {
+    const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    for (const selector of selectors) {
+      const now = document.querySelector(selector);
+      const next = fresh.querySelector(selector);
+      if (now && next) now.replaceWith(next);
+    }
+    const pager = document.getElementById("pager");
+    const freshPager = fresh.getElementById("pager");
+    if (pager) pager.remove();
+    if (freshPager) pagerAfter.after(freshPager);
+  }
+
+  // The server's push stream (/api/events, server-sent events): `handlers` maps event names
+  // to functions of the parsed data, plus optional `open` and `error`. EventSource reconnects
+  // by itself after a dropped connection; after a refused one (the server restarting answers
+  // 502/503, or nothing) it gives up, so this opens a new one a little later.
+  function events(handlers) {
+    let source = null;
+    function connect() {
+      source = new EventSource("/api/events");
+      Object.entries(handlers).forEach(([name, handle]) => {
+        if (name === "open" || name === "error") return;
+        source.addEventListener(name, (event) => handle(JSON.parse(event.data)));
+      });
+      source.addEventListener("open", () => { if (handlers.open) handlers.open(); });
+      source.addEventListener("error", () => {
+        if (handlers.error) handlers.error();
+        if (source.readyState === EventSource.CLOSED) setTimeout(connect, 5000);
+      });
+    }
+    connect();
+    window.addEventListener("pagehide", () => source && source.close());
+    return { close: () => source && source.close() };
+  }
+
   return {
     emotionColour, formatSeconds, localTimes, omitEmptyFields, prepareCanvas, emotionChip, legend, csrfHeaders, api,
-    showMessage,
+    showMessage, handledBy, events, refreshFromServer,
   };
 })();

@@ -46,18 +46,7 @@
   // The list as the server renders it now (same URL: same filters and page), swapped in.
   async function refreshList() {
     try {
-      const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
-      if (!response.ok) return;
-      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
-      for (const selector of ["#calls tbody", "#count"]) {
-        const now = document.querySelector(selector);
-        const next = fresh.querySelector(selector);
-        if (now && next) now.replaceWith(next);
-      }
-      const pager = document.getElementById("pager");
-      const freshPager = fresh.getElementById("pager");
-      if (pager) pager.remove();
-      if (freshPager) document.querySelector("#calls").closest(".table-scroll").after(freshPager);
+      await Callmood.refreshFromServer(["#calls tbody", "#count"], document.querySelector("#calls").closest(".table-scroll"));
       fillMeters(document.getElementById("calls"));
       Callmood.localTimes(document.getElementById("calls"));
     } catch (error) {
@@ -180,4 +169,35 @@
   }));
   dropzone.addEventListener("drop", (event) => uploadAll(event.dataTransfer.files));
   input.addEventListener("change", () => { uploadAll(input.files); input.value = ""; });
+
+  // Calls stored meanwhile (uploads elsewhere, live calls ending), from /api/events: a
+  // banner offers them; "show" refreshes the list in place with the page's filters, so
+  // uploads in flight and the filter form are left alone.
+  const fresh = new Set();
+  const banner = document.getElementById("new-items");
+  function showBanner() {
+    for (const callId of fresh) {
+      if (document.querySelector('#calls tr[data-call-id="' + callId + '"]')) fresh.delete(callId);
+    }
+    banner.hidden = fresh.size === 0;
+    document.getElementById("new-items-text").textContent =
+      fresh.size + " new call" + (fresh.size === 1 ? "" : "s") + " stored since the list was shown.";
+  }
+  function stored(data) {
+    if (!data.url) return;  // a live call that stored nothing
+    fresh.add(data.call_id);
+    showBanner();
+  }
+  document.getElementById("new-items-show").addEventListener("click", async () => {
+    await refreshList();
+    fresh.clear();
+    showBanner();
+  });
+  // The upload flow refreshes the list too: a call it brought in is no longer new.
+  const listShown = refreshList;
+  refreshList = async function () {
+    await listShown();
+    showBanner();
+  };
+  Callmood.events({ call_stored: stored, call_ended: stored });
 })();
