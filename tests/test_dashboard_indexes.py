@@ -79,7 +79,7 @@ def test_migration_creates_the_dashboard_indexes_as_the_models_declare(engine):
 
 
 def test_downgrade_drops_them_and_keeps_the_alerts(engine):
-    command.downgrade(alembic_config(engine), "-1")
+    command.downgrade(alembic_config(engine), "0005")
     names = {index["name"] for index in inspect(engine).get_indexes("alerts")}
     assert not names & set(DASHBOARD_INDEXES)
     with engine.connect() as connection:

@@ -1,7 +1,7 @@
 """Dashboard indexes: open alerts per call, and alerts by state newest first
 
 Revision ID: 0006
-Revises: 0004 (for now: 0005, tokens and audit, is not on main yet; re-chain to "0005")
+Revises: 0005
 Create Date: 2026-12-03 08:15:00.000000
 
 Measured with benchmarks/dashboard.py (docs/service.md, "Speed with 10,000 calls").
@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0006"
-# TODO(integrator): "0005" once the tokens+audit migration is merged.
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
