@@ -514,12 +514,16 @@ async def one_audiohook_stream(
                 if receiver.done():
                     break  # the server disconnected (the receiver tells why)
                 await asyncio.sleep(max(0.0, began + index * FRAME_SECONDS - time.perf_counter()))
-                await websocket.send(frame)
-                messages.sent_samples += len(frame) // 2
-                if index % 50 == 49:
-                    await websocket.send(messages.message("ping", {}))  # every 5 s, as Genesys
+                try:
+                    await websocket.send(frame)
+                    messages.sent_samples += len(frame) // 2
+                    if index % 50 == 49:
+                        await websocket.send(messages.message("ping", {}))  # 5 s, as Genesys
+                except ConnectionClosed:
+                    break  # the receiver tells why (a disconnect message, or the kill)
             if not receiver.done():
-                await websocket.send(messages.message("close", {"reason": "end"}))
+                with contextlib.suppress(ConnectionClosed):
+                    await websocket.send(messages.message("close", {"reason": "end"}))
             final = await asyncio.wait_for(receiver, 180)
             record["outcome"] = (
                 "completed" if final["type"] == "closed" else f"unexpected {final['type']}"
