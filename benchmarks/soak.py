@@ -354,7 +354,7 @@ def ended_by_error(run: Run, record: dict, error: Exception) -> None:
 
 async def one_stream(run: Run, url: str, kind: str, audio: np.ndarray, other: np.ndarray) -> None:
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
     record = new_stream(run, "native", kind)
     start, frames = stream_frames(kind, audio, other)
@@ -407,7 +407,7 @@ async def one_stream(run: Run, url: str, kind: str, audio: np.ndarray, other: np
                 record["outcome"] = "protocol error"
             else:
                 record["outcome"] = f"unexpected {final['type']}"
-    except (ConnectionClosed, OSError, TimeoutError) as error:
+    except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as error:
         ended_by_error(run, record, error)
     finally:
         record["ended"] = time.monotonic()
@@ -421,7 +421,7 @@ async def one_twilio_stream(
     """A Twilio Media Stream (both tracks): the caller is `audio`, the agent `other`; the
     hang-up kind drops the connection halfway without `stop`."""
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
     from callmood.audio import encode_telephone
 
@@ -455,7 +455,7 @@ async def one_twilio_stream(
                 await asyncio.wait_for(websocket.recv(), 180)
             code = websocket.close_code
             record["outcome"] = "completed" if code == 1000 else f"unexpected close {code}"
-    except (ConnectionClosed, OSError, TimeoutError) as error:
+    except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as error:
         ended_by_error(run, record, error)
     finally:
         record["ended"] = time.monotonic()
@@ -470,7 +470,7 @@ async def one_audiohook_stream(
     (external = customer = `audio`, internal = agent = `other`), pings, `close` / `closed`;
     the hang-up kind drops the connection halfway without `close`."""
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
     from callmood.audio import encode_telephone
 
@@ -528,7 +528,7 @@ async def one_audiohook_stream(
             record["outcome"] = (
                 "completed" if final["type"] == "closed" else f"unexpected {final['type']}"
             )
-    except (ConnectionClosed, OSError, TimeoutError) as error:
+    except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as error:
         ended_by_error(run, record, error)
     finally:
         record["ended"] = time.monotonic()
