@@ -502,10 +502,15 @@ def test_alerts_are_acknowledged_and_resolved_on_the_call_page(browser, server):
     row = page.locator("#alerts tbody tr", has_text="rule_007")
     row.locator("button.ack").click()
     row.locator(".badge.state", has_text="acknowledged").wait_for()
+    # Who did it is shown at once (the script) and after a reload (the page).
+    assert row.locator(".handled-by").inner_text() == "acknowledged by shared token"
     row.locator("button.resolve").click()
     row.locator(".badge.state", has_text="resolved").wait_for()
+    both = "acknowledged by shared token · resolved by shared token"
+    assert row.locator(".handled-by").inner_text() == both
     page.reload()
     assert row.locator(".badge.state").inner_text() == "resolved"
+    assert row.locator(".handled-by").inner_text() == both
     context.close()
 
 

@@ -253,6 +253,26 @@ def test_a_stream_without_the_token_is_refused(client, demo_tracks, parameters, 
     assert stored_calls(client) == []
 
 
+def test_a_scoped_token_with_stream_write_may_stream_and_others_may_not(
+    client, demo_tracks, model_available
+):
+    # A phone system's own integration token (docs/access.md), as its token parameter.
+    from callmood import store
+    from callmood.store.tokens import create_token
+
+    with store.session_scope(client.app.state.session_factory) as session:
+        phone = create_token(session, "twilio", ["stream:write"], "test")[1]
+        reader = create_token(session, "bi", ["calls:read"], "test")[1]
+    tracks = short_tracks(demo_tracks, 1)
+    with client.websocket_connect(ROUTE) as websocket:
+        send_all(websocket, list(twilio_messages(tracks, {"token": reader}))[:2])
+        code, reason, _ = closed(websocket)
+    assert code == 1008 and "lacks the stream:write scope" in reason
+    code, reason = stream_twilio(client, twilio_messages(tracks, {"token": phone}))
+    assert code == 1000, reason
+    assert len(stored_calls(client)) == 1
+
+
 def test_silence_before_start_is_refused_as_unauthorised(client, monkeypatch):
     monkeypatch.setattr(twilio, "TWILIO_START_TIMEOUT_SECONDS", 0.3)
     with client.websocket_connect(ROUTE) as websocket:

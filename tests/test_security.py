@@ -403,6 +403,11 @@ ROLE_NEEDED = {
     ("GET", "/admin/users"): "admin",
     ("POST", "/admin/users"): "admin",
     ("POST", "/admin/users/{username}/{action}"): "admin",
+    ("GET", "/admin/tokens"): "admin",
+    ("POST", "/admin/tokens"): "admin",
+    ("POST", "/admin/tokens/{name}/revoke"): "admin",
+    ("GET", "/admin/audit"): "admin",
+    ("GET", "/api/audit.csv"): "admin",
 }
 #: Phone-system connectors: no user logs in there; each is authenticated by the credentials
 #: of its own protocol (checked in its test file), so the role walk leaves it out.
@@ -482,3 +487,91 @@ def test_the_shared_token_acts_as_admin_and_the_header_says_who_is_logged_in(app
     assert client.put("/api/rules", headers=AUTH, content=b"").status_code != 403
     assert client.post("/login", data={"token": TOKEN, "next": "/calls"}).status_code == 303
     assert "shared token · admin" in client.get("/calls").text
+
+
+# ---------------------------------------------------------------------------- token scopes
+
+#: (method, path) -> the scope a scoped integration token needs; every other guarded route
+#: is "calls:read" (reading). A new route that changes something must be named here.
+SCOPE_NEEDED = {
+    ("POST", "/api/calls"): "calls:write",
+    ("PATCH", "/api/calls/{call_id}"): "calls:write",
+    ("DELETE", "/api/calls/{call_id}"): "calls:write",
+    ("POST", "/api/alerts/acknowledge"): "alerts:write",
+    ("POST", "/api/alerts/{alert_id}/acknowledge"): "alerts:write",
+    ("POST", "/api/alerts/{alert_id}/resolve"): "alerts:write",
+    ("WEBSOCKET", "/api/stream"): "stream:write",
+    ("WEBSOCKET", "/api/connectors/twilio"): "stream:write",
+    ("PUT", "/api/rules"): "rules:write",
+    ("GET", "/admin/users"): "admin",
+    ("POST", "/admin/users"): "admin",
+    ("POST", "/admin/users/{username}/{action}"): "admin",
+    ("GET", "/admin/tokens"): "admin",
+    ("POST", "/admin/tokens"): "admin",
+    ("POST", "/admin/tokens/{name}/revoke"): "admin",
+    ("GET", "/admin/audit"): "admin",
+    ("GET", "/api/audit.csv"): "admin",
+}
+
+
+def token_answer(client: TestClient, secret: str, method: str, path: str) -> str:
+    """ "refused" (403 naming the scope, or a stream closed as not authorised for it) or
+    "allowed" (anything else but 401)."""
+    if method == "WEBSOCKET":
+        with client.websocket_connect(f"{concrete(path)}?token={secret}") as websocket:
+            websocket.send_json({"type": "no-such-message"})
+            message, _ = expect_error(websocket)
+        return "refused" if "not authorised" in message and "scope" in message else "allowed"
+    response = client.request(method, concrete(path), headers={"Authorization": f"Bearer {secret}"})
+    assert response.status_code != 401, f"{method} {path}: the token is not accepted"
+    if response.status_code != 403:
+        return "allowed"
+    text = response.json()["detail"] if path.startswith("/api") else response.text
+    assert "scope" in text and "needs the" in text, f"{method} {path}: {text[:200]}"
+    return "refused"
+
+
+def test_every_route_is_refused_to_a_token_without_its_scope_and_allowed_with_it(app):
+    from callmood.store.models import TOKEN_SCOPES
+    from callmood.store.tokens import create_token
+
+    with store.session_scope(app.state.session_factory) as session:
+        store.save_call_result(session, make_call_result("sec-call"), name="Security call")
+    routes = every_route(app)
+    app.state.event_hub.close()  # /api/events answers 503 at once, after the checks
+    assert set(SCOPE_NEEDED) <= set(routes), "SCOPE_NEEDED names a route that is gone"
+    guarded = [route for route in routes if route not in ANONYMOUS_ROUTES and route[0] != "MOUNT"]
+    for method, path in guarded:
+        if method not in ("GET", "OPTIONS"):
+            assert (method, path) in SCOPE_NEEDED, f"{method} {path}: name its scope"
+    # One token with exactly each scope, and one with every scope but it (admin includes all).
+    secrets_ = {}
+    with store.session_scope(app.state.session_factory) as session:
+        for scope in TOKEN_SCOPES:
+            others = [other for other in TOKEN_SCOPES if other not in (scope, "admin")]
+            secrets_[scope, "with"] = create_token(
+                session, f"only-{scope.replace(':', '-')}", [scope], "test"
+            )[1]
+            if others:
+                secrets_[scope, "without"] = create_token(
+                    session, f"all-but-{scope.replace(':', '-')}", others, "test"
+                )[1]
+    client = TestClient(app, follow_redirects=False)
+    for method, path in sorted(guarded, key=lambda route: route[0] == "DELETE"):
+        needed = SCOPE_NEEDED.get((method, path), "calls:read")
+        where = f"{method} {path} needing {needed}"
+        if (needed, "without") in secrets_:
+            assert token_answer(client, secrets_[needed, "without"], method, path) == "refused", (
+                where
+            )
+        assert token_answer(client, secrets_[needed, "with"], method, path) == "allowed", where
+        if needed != "admin":  # a stream:write token (a phone system) reads nothing either
+            other = "stream:write" if needed != "stream:write" else "calls:read"
+            assert token_answer(client, secrets_[other, "with"], method, path) == "refused", where
+    client.close()
+
+
+def test_the_shared_token_keeps_every_scope(app, client):
+    # The legacy integration credential: what it could do before scopes, it still can.
+    assert client.put("/api/rules", headers=AUTH, json={"rules": []}).status_code == 200
+    assert client.get("/admin/tokens", headers=AUTH).status_code == 200

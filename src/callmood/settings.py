@@ -100,6 +100,15 @@ class Settings(BaseSettings):
             "by `callmood purge`); null keeps all."
         ),
     )
+    audit_retention_days: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Audit events older than this many days are deleted (by the server's periodic "
+            "purge and by `callmood purge`); null keeps them all. The call retention never "
+            "deletes them: they outlive the calls they name (docs/access.md)."
+        ),
+    )
     retention_interval_minutes: float | None = Field(
         60,
         gt=0,

@@ -48,9 +48,9 @@ def _root(
 
 def _register_commands() -> None:
     # Imported here so that `callmood --help` stays one place that lists them all.
-    from callmood.cli import analyze, batch, data, serve, train, users
+    from callmood.cli import analyze, batch, data, serve, tokens, train, users
 
-    for module in (data, train, analyze, serve, batch, users):
+    for module in (data, train, analyze, serve, batch, users, tokens):
         module.register(app)
 
 

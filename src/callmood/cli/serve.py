@@ -158,10 +158,28 @@ def purge(
     data_dir: Path | None = typer.Option(None, help=DATA_DIR_HELP),
     database_url: str | None = typer.Option(None, help=DATABASE_HELP),
 ) -> None:
-    """Delete old calls with their audio, alerts and timelines (retention)."""
+    """Delete old calls with their audio, alerts and timelines (retention), and audit
+    events older than `audit_retention_days` if it is set."""
     settings = load_settings(config, data_dir=data_dir, database_url=database_url)
     deleted = purge_old_calls(settings, older_than_days)
     typer.echo(f"deleted {deleted} call{'s' if deleted != 1 else ''}")
+    if settings.audit_retention_days is not None:
+        events = purge_old_audit_events(settings)
+        typer.echo(f"deleted {events} audit event{'s' if events != 1 else ''}")
+
+
+def purge_old_audit_events(settings: Settings) -> int:
+    """Delete the audit events older than the settings' `audit_retention_days`."""
+    from callmood.service.retention import purge_expired_audit
+    from callmood.store import create_database_engine, make_session_factory
+
+    if settings.audit_retention_days is None:
+        return 0  # kept for good
+    engine = create_database_engine(settings.resolved_database_url)
+    try:
+        return purge_expired_audit(make_session_factory(engine), settings.audit_retention_days)
+    finally:
+        engine.dispose()
 
 
 def purge_old_calls(settings: Settings, older_than_days: int | None = None) -> int:

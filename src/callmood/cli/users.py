@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from callmood.cli.serve import CONFIG_HELP, DATA_DIR_HELP, DATABASE_HELP
 from callmood.settings import load_settings
-from callmood.store.models import USER_ROLES
+from callmood.store.models import USER_ROLES, UserRecord
 
 users_app = typer.Typer(
     help="Dashboard user accounts and their roles (viewer, supervisor, admin).",
@@ -63,6 +63,16 @@ def _run(
         return action(session)
 
 
+def _audited(
+    session: Session, action: str, user: UserRecord, detail: dict[str, str] | None = None
+) -> UserRecord:
+    # The audit trail names the shell's changes too (actor "cli").
+    from callmood.store.audit import record_cli_event
+
+    record_cli_event(session, action, f"user:{user.username}", detail)
+    return user
+
+
 def _read_password(from_stdin: bool) -> str:
     from callmood.store.users import check_password
 
@@ -94,7 +104,12 @@ def add(
         config,
         data_dir,
         database_url,
-        lambda session: users.create_user(session, username, password, role, display_name),
+        lambda session: _audited(
+            session,
+            "user.added",
+            users.create_user(session, username, password, role, display_name),
+            {"role": role},
+        ),
     )
     typer.echo(f"added user {user.username} ({user.role})")
 
@@ -146,7 +161,13 @@ def _set_disabled(disabled: bool) -> Callable[..., None]:
             config,
             data_dir,
             database_url,
-            lambda session: users.set_disabled(session, username, disabled).username,
+            lambda session: (
+                _audited(
+                    session,
+                    "user.disabled" if disabled else "user.enabled",
+                    users.set_disabled(session, username, disabled),
+                ).username
+            ),
         )
         typer.echo(f"{'disabled' if disabled else 'enabled'} user {name}")
 
@@ -170,7 +191,8 @@ def reset_password(
 
     def reset(session: Session) -> str:
         users.get_user(session, username)  # an unknown user is said before a prompt
-        return users.set_password(session, username, _read_password(password_stdin)).username
+        user = users.set_password(session, username, _read_password(password_stdin))
+        return _audited(session, "user.password_reset", user).username
 
     typer.echo(f"new password set for user {_run(config, data_dir, database_url, reset)}")
 

@@ -264,6 +264,7 @@ def create_app(
             settings.resolved_audio_dir,
             retention_days=settings.retention_days,
             interval_seconds=settings.retention_interval_minutes * 60,
+            audit_retention_days=settings.audit_retention_days,
         )
         if settings.retention_days is not None and settings.retention_interval_minutes is not None
         else None
@@ -329,6 +330,7 @@ def create_app(
     from callmood.service.routes import (
         alerts,
         audiohook,
+        audit,
         auth,
         calls,
         events,
@@ -340,7 +342,7 @@ def create_app(
         twilio,
     )
 
-    for module in (
+    modules = (
         auth,
         calls,
         alerts,
@@ -351,8 +353,10 @@ def create_app(
         audiohook,
         events,
         trends,
+        audit,
         pages,
-    ):
+    )
+    for module in modules:
         app.include_router(module.router)
     _add_documentation_routes(app)
     if STATIC_DIR.is_dir():

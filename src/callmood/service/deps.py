@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from fastapi import Depends, HTTPException, Request, Response, status
+from fastapi import Depends, HTTPException, Request, Response, WebSocketException, status
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import HTTPConnection
 
@@ -33,7 +33,8 @@ from callmood.settings import (
     TOKEN_HASH_FILE_NAME,
     Settings,
 )
-from callmood.store.models import USER_ROLES
+from callmood.store.models import TOKEN_SCOPES, USER_ROLES
+from callmood.store.tokens import find_active_token, note_use
 from callmood.store.users import authenticate, check_role, get_user_by_id
 
 logger = logging.getLogger(__name__)
@@ -256,9 +257,13 @@ def _bearer_token(connection: HTTPConnection) -> str | None:
 class Actor:
     """Who a request acts as (kept on ``request.state.actor`` for the routes and audit).
 
-    `kind` is "user" (a user account's session), "token" (the shared API token, by
-    header, query or its login session: an integration credential with the admin role)
-    or "anonymous" (`auth_disabled`: also admin, as before accounts existed).
+    `kind` is "user" (a user account's session), "token" (an integration credential: the
+    shared API token, by header, query or its login session, with the admin role and
+    every scope; or a scoped token of the api_tokens table, by header or query) or
+    "anonymous" (`auth_disabled`: also admin, as before accounts existed).
+
+    A token's `scopes` decide what it may do (`require_scope`); a user's `role` decides
+    for a person (`require_role`). `scopes` is None for users and anonymous.
     """
 
     kind: str
@@ -267,12 +272,27 @@ class Actor:
     user_id: int | None = None
     display_name: str | None = None
 
+    scopes: frozenset[str] | None = None
+    token_id: int | None = None
+
     def may(self, role: str) -> bool:
-        """Whether this actor has `role` or a higher one."""
+        """Whether this actor has `role` or a higher one (a token: its scopes decide)."""
+        if self.scopes is not None:
+            return True
         return USER_ROLES.index(self.role) >= USER_ROLES.index(role)
 
+    def has_scope(self, scope: str) -> bool:
+        """Whether this actor may do what needs `scope` (`admin` includes every scope;
+        users and anonymous: their role decides instead, so yes)."""
+        return self.scopes is None or scope in self.scopes or "admin" in self.scopes
 
-SHARED_TOKEN_ACTOR = Actor(kind="token", role="admin", name="shared token")
+
+#: The legacy integration credential keeps everything it could do before scopes existed.
+SHARED_TOKEN_ACTOR = Actor(
+    kind="token", role="admin", name="shared token", scopes=frozenset(TOKEN_SCOPES)
+)
+#: What a scoped token is shown as beside users' roles (it has no role, only scopes).
+TOKEN_ROLE = "integration"
 ANONYMOUS_ACTOR = Actor(kind="anonymous", role="admin", name="anonymous")
 
 
@@ -298,12 +318,36 @@ def _session_actor(connection: HTTPConnection, subject: str) -> Actor | None:
     )
 
 
+def scoped_token_actor(connection: HTTPConnection, secret: str | None) -> Actor | None:
+    """The actor of the unrevoked scoped token `secret`, or None (notes its last use).
+
+    For credentials that come in a protocol's own message (a connector's start
+    parameters); headers and ?token= are read by `authenticate_connection`.
+    """
+    # Read at every request, so a revoked token is refused at once.
+    if not secret:
+        return None
+    with connection.app.state.session_factory() as session:
+        token = find_active_token(session, secret)
+        if token is None:
+            return None
+        if note_use(token):
+            session.commit()
+        return Actor(
+            kind="token",
+            role=TOKEN_ROLE,
+            name=token.name,
+            scopes=frozenset(token.scopes),
+            token_id=token.id,
+        )
+
+
 def authenticate_connection(connection: HTTPConnection) -> tuple[str, Actor] | None:
     """How a request or WebSocket is authenticated and who it acts as, or None.
 
-    The method is "disabled" (the settings' `auth_disabled`), "bearer" (the API token in
-    the Authorization header), "cookie" (a valid login session cookie of the shared token
-    or of an enabled user) or "query" (the token as the `token` query parameter:
+    The method is "disabled" (the settings' `auth_disabled`), "bearer" (the API token or
+    a scoped token in the Authorization header), "cookie" (a valid login session cookie
+    of the shared token or of an enabled user) or "query" (the token as the `token` query parameter:
     WebSockets only, since browsers cannot set headers on them; plain HTTP requests may
     not, as URLs get logged).
     """
@@ -311,17 +355,24 @@ def authenticate_connection(connection: HTTPConnection) -> tuple[str, Actor] | N
     if state.settings.auth_disabled:
         return "disabled", ANONYMOUS_ACTOR
     credentials: Credentials = state.credentials
-    if token_matches(_bearer_token(connection), credentials.token_hash):
+    bearer = _bearer_token(connection)
+    if token_matches(bearer, credentials.token_hash):
         return "bearer", SHARED_TOKEN_ACTOR
+    scoped = scoped_token_actor(connection, bearer)
+    if scoped is not None:
+        return "bearer", scoped
     subject = session_cookie_subject(connection.cookies.get(SESSION_COOKIE), credentials)
     if subject is not None:
         actor = _session_actor(connection, subject)
         if actor is not None:
             return "cookie", actor
-    if connection.scope["type"] == "websocket" and token_matches(
-        connection.query_params.get("token"), credentials.token_hash
-    ):
-        return "query", SHARED_TOKEN_ACTOR
+    if connection.scope["type"] == "websocket":
+        query_token = connection.query_params.get("token")
+        if token_matches(query_token, credentials.token_hash):
+            return "query", SHARED_TOKEN_ACTOR
+        scoped = scoped_token_actor(connection, query_token)
+        if scoped is not None:
+            return "query", scoped
     return None
 
 
@@ -434,6 +485,8 @@ def require_api_token(request: Request) -> None:
     """
     found = authenticate_connection(request)
     request.state.actor = found[1] if found else None
+    if found is not None and request.method in SAFE_METHODS:
+        _check_scope(request, found[1], READ_SCOPE)  # reading anything needs calls:read
     if found is None:
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
@@ -454,8 +507,12 @@ def require_api_token(request: Request) -> None:
 
 
 def require_login(request: Request) -> None:
-    """Page guard: redirect (303) to the login page unless logged in."""
-    if current_actor(request) is None:
+    """Page guard: redirect (303) to the login page unless logged in (a token: it needs
+    calls:read to see pages)."""
+    actor = current_actor(request)
+    if actor is not None:
+        _check_scope(request, actor, READ_SCOPE)
+    if actor is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise HTTPException(
             status_code=status.HTTP_303_SEE_OTHER,
@@ -492,5 +549,58 @@ def require_role(role: str) -> Callable[[Request], None]:
         problem = role_refusal(actor, role)
         if problem is not None:
             raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=problem)
+
+    return check
+
+
+# ---------------------------------------------------------------------------- scopes
+
+#: What every read (GET) by a token needs; other scopes are named by each route.
+READ_SCOPE = "calls:read"
+
+
+def scope_refusal(actor: Actor | None, scope: str) -> str | None:
+    """Why `actor` (a token) may not do what needs `scope`, or None if it may."""
+    if scope not in TOKEN_SCOPES:
+        raise ValueError(f"scope {scope!r}: must be one of {', '.join(TOKEN_SCOPES)}")
+    if actor is None or actor.has_scope(scope):
+        return None
+    held = ", ".join(sorted(actor.scopes or ())) or "none"
+    return (
+        f"not allowed: this needs the {scope} scope; the token {actor.name!r} has {held} "
+        "(see docs/access.md)"
+    )
+
+
+def _check_scope(connection: HTTPConnection, actor: Actor | None, scope: str) -> None:
+    problem = scope_refusal(actor, scope)
+    if problem is None:
+        return
+    if connection.scope["type"] == "websocket":
+        raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason=problem[:120])
+    raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail=problem)
+
+
+def require_scope(scope: str) -> Callable[[HTTPConnection], None]:
+    """A dependency that answers 403 (a WebSocket: closes it with 1008) unless a token
+    actor has `scope`; users pass (their role decides: add `require_role` too).
+
+    Put it after the route's authentication (`require_api_token`, `require_login`, or
+    `current_actor` for a WebSocket), which sets ``state.actor``. WebSocket routes that
+    send their own error first can call `scope_refusal` instead.
+    """
+    scope_refusal(None, scope)  # an unknown scope is a programming error, found at import
+
+    def check(connection: HTTPConnection) -> None:
+        actor = getattr(connection.state, "actor", None)
+        if actor is None:
+            actor = current_actor(connection)
+        if actor is None:
+            if connection.scope["type"] == "websocket":
+                raise WebSocketException(
+                    code=status.WS_1008_POLICY_VIOLATION, reason="login required"
+                )
+            raise HTTPException(status_code=status.HTTP_401_UNAUTHORIZED, detail="login required")
+        _check_scope(connection, actor, scope)
 
     return check

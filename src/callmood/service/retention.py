@@ -16,7 +16,8 @@ from pathlib import Path
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 
-from callmood.store import purge_calls
+from callmood.store import purge_calls, session_scope
+from callmood.store.audit import purge_events
 from callmood.store.models import utc_now
 
 logger = logging.getLogger(__name__)
@@ -48,8 +49,22 @@ def purge_expired_calls(
     return deleted
 
 
+def purge_expired_audit(
+    session_factory: sessionmaker[Session], audit_retention_days: int, now: datetime | None = None
+) -> int:
+    """Delete the audit events older than `audit_retention_days` days (a separate, usually
+    longer period than the calls': the trail outlives the calls it names)."""
+    cutoff = (now or utc_now()) - timedelta(days=audit_retention_days)
+    with session_scope(session_factory) as session:
+        deleted = purge_events(session, cutoff)
+    if deleted:
+        logger.info("retention: deleted %d audit event(s) before %s", deleted, cutoff.isoformat())
+    return deleted
+
+
 class RetentionTask:
-    """Runs `purge_expired_calls` once at start and then every `interval_seconds`."""
+    """Runs `purge_expired_calls` (and `purge_expired_audit` when `audit_retention_days`
+    is set) once at start and then every `interval_seconds`."""
 
     def __init__(
         self,
@@ -57,10 +72,12 @@ class RetentionTask:
         audio_dir: Path,
         retention_days: int,
         interval_seconds: float,
+        audit_retention_days: int | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.audio_dir = audio_dir
         self.retention_days = retention_days
+        self.audit_retention_days = audit_retention_days
         self.interval_seconds = interval_seconds
         self.runs = 0  # completed passes, for status and tests
         self._task: asyncio.Task[None] | None = None
@@ -75,9 +92,14 @@ class RetentionTask:
         """One purge pass on a worker thread; a failure is logged, never raised, so that
         a database hiccup does not end retention for the life of the server."""
         try:
-            return await run_in_threadpool(
+            deleted = await run_in_threadpool(
                 purge_expired_calls, self.session_factory, self.audio_dir, self.retention_days
             )
+            if self.audit_retention_days is not None:
+                await run_in_threadpool(
+                    purge_expired_audit, self.session_factory, self.audit_retention_days
+                )
+            return deleted
         except Exception:
             logger.exception("retention: purge failed; trying again in %gs", self.interval_seconds)
             return 0

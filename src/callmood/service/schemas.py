@@ -261,6 +261,10 @@ class StoredAlert(_Schema):
     state: Literal["open", "acknowledged", "resolved"]
     acknowledged_at: datetime | None
     resolved_at: datetime | None
+    acknowledged_by: str | None = Field(
+        None, description="Who acknowledged it (user or token name); null before 0005."
+    )
+    resolved_by: str | None = Field(None, description="Who resolved it.")
 
     @classmethod
     def from_record(cls, alert: AlertRecord) -> StoredAlert:
@@ -283,6 +287,8 @@ class StoredAlert(_Schema):
             state=alert.state,  # type: ignore[arg-type]
             acknowledged_at=alert.acknowledged_at,
             resolved_at=alert.resolved_at,
+            acknowledged_by=alert.acknowledged_by,
+            resolved_by=alert.resolved_by,
         )
 
 

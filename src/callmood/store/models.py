@@ -210,6 +210,9 @@ class AlertRecord(Base):
     state: Mapped[str] = mapped_column(String(20), default="open", index=True)
     acknowledged_at: Mapped[datetime | None] = mapped_column()
     resolved_at: Mapped[datetime | None] = mapped_column()
+    # Who did it, as the audit trail names them (user name or token name); NULL before 0005.
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    resolved_by: Mapped[str | None] = mapped_column(String(200))
 
     call: Mapped[CallRecord] = relationship(back_populates="alerts")
 
@@ -252,3 +255,47 @@ class UserRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     last_login_at: Mapped[datetime | None] = mapped_column()
     password_changed_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+#: What an integration token may be allowed to do (docs/access.md); `admin` includes all.
+TOKEN_SCOPES = (
+    "calls:read",
+    "calls:write",
+    "alerts:write",
+    "stream:write",
+    "rules:write",
+    "admin",
+)
+
+
+class ApiTokenRecord(Base):
+    """A named integration token with scopes (docs/access.md); the secret only as a hash."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[Any]] = mapped_column(JSON, doc="Names from TOKEN_SCOPES.")
+    secret_hash: Mapped[str] = mapped_column(
+        String(71), unique=True, doc="sha256: and the secret's hex SHA-256 digest."
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    created_by: Mapped[str] = mapped_column(String(200))
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class AuditEventRecord(Base):
+    """One thing someone did (docs/access.md): append-only, kept apart from call retention."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utc_now, index=True)
+    actor_kind: Mapped[str] = mapped_column(String(20), doc="user, token, anonymous or cli.")
+    actor_name: Mapped[str] = mapped_column(String(200), index=True)
+    actor_id: Mapped[int | None] = mapped_column(Integer, doc="The user's or token's id.")
+    action: Mapped[str] = mapped_column(String(40), index=True)
+    target: Mapped[str | None] = mapped_column(String(300))
+    client: Mapped[str | None] = mapped_column(String(100), doc="The client's address.")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -609,8 +609,11 @@ def get_alert(session: Session, alert_id: int) -> AlertRecord:
     return alert
 
 
-def set_alert_state(session: Session, alert_id: int, state: str) -> AlertRecord:
-    """Acknowledge or resolve an alert; repeating an action keeps its first timestamp.
+def set_alert_state(
+    session: Session, alert_id: int, state: str, by: str | None = None
+) -> AlertRecord:
+    """Acknowledge or resolve an alert; repeating an action keeps its first timestamp
+    and who did it first (`by`: the user or token name, as the audit trail names them).
 
     A resolved alert stays resolved when acknowledged afterwards (it gets the
     acknowledgement time too, since resolving implies having seen it).
@@ -628,9 +631,11 @@ def set_alert_state(session: Session, alert_id: int, state: str) -> AlertRecord:
     now = utc_now()
     if alert.acknowledged_at is None:
         alert.acknowledged_at = now
+        alert.acknowledged_by = by
     if state == "resolved":
         if alert.resolved_at is None:
             alert.resolved_at = now
+            alert.resolved_by = by
         alert.state = "resolved"
     elif alert.state != "resolved":
         alert.state = "acknowledged"

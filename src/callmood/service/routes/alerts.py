@@ -5,14 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from sqlalchemy.orm import Session
 
 from callmood import store
-from callmood.service.deps import get_db, require_api_token, require_role
+from callmood.service.audit import actor_label, audit
+from callmood.service.deps import get_db, require_api_token, require_role, require_scope
 from callmood.service.paging import MAX_OFFSET
 from callmood.service.routes.calls import query_time_utc
 from callmood.service.schemas import AlertPage, AlertSelection, StoredAlert
+
+#: Acknowledging and resolving: supervisors, and tokens with alerts:write.
+ALERT_CHANGE = [Depends(require_role("supervisor")), Depends(require_scope("alerts:write"))]
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"], dependencies=[Depends(require_api_token)])
 
@@ -57,20 +61,22 @@ def list_alerts(
 
 @router.post(
     "/acknowledge",
-    dependencies=[Depends(require_role("supervisor"))],
+    dependencies=ALERT_CHANGE,
     response_model=list[StoredAlert],
     summary="Acknowledge many alerts",
     responses={404: {"description": "An id is no alert; nothing was changed"}},
 )
 def acknowledge_alerts(
-    selection: AlertSelection, session: Session = Depends(get_db)
+    request: Request, selection: AlertSelection, session: Session = Depends(get_db)
 ) -> list[StoredAlert]:
     """Acknowledge every alert of `ids` at once: all of them, or (an unknown id) none."""
     alerts = [
-        store.set_alert_state(session, alert_id, "acknowledged")
+        store.set_alert_state(session, alert_id, "acknowledged", actor_label(request))
         for alert_id in dict.fromkeys(selection.ids)
     ]
     session.commit()  # only reached when every id was found
+    for alert in alerts:
+        audit(request, "alert.acknowledged", f"alert:{alert.id}", {"bulk": True})
     return [StoredAlert.from_record(alert) for alert in alerts]
 
 
@@ -82,12 +88,15 @@ AlertId = Path(ge=0, le=2**63 - 1, description="The alert's id.")
     "/{alert_id}/acknowledge",
     response_model=StoredAlert,
     summary="Acknowledge",
-    dependencies=[Depends(require_role("supervisor"))],
+    dependencies=ALERT_CHANGE,
 )
-def acknowledge_alert(alert_id: int = AlertId, session: Session = Depends(get_db)) -> StoredAlert:
+def acknowledge_alert(
+    request: Request, alert_id: int = AlertId, session: Session = Depends(get_db)
+) -> StoredAlert:
     """Mark the alert as seen (idempotent; a resolved alert stays resolved)."""
-    alert = store.set_alert_state(session, alert_id, "acknowledged")
+    alert = store.set_alert_state(session, alert_id, "acknowledged", actor_label(request))
     session.commit()
+    audit(request, "alert.acknowledged", f"alert:{alert.id}", {"call_id": alert.call_id})
     return StoredAlert.from_record(alert)
 
 
@@ -95,10 +104,13 @@ def acknowledge_alert(alert_id: int = AlertId, session: Session = Depends(get_db
     "/{alert_id}/resolve",
     response_model=StoredAlert,
     summary="Resolve",
-    dependencies=[Depends(require_role("supervisor"))],
+    dependencies=ALERT_CHANGE,
 )
-def resolve_alert(alert_id: int = AlertId, session: Session = Depends(get_db)) -> StoredAlert:
+def resolve_alert(
+    request: Request, alert_id: int = AlertId, session: Session = Depends(get_db)
+) -> StoredAlert:
     """Mark the alert as dealt with (idempotent)."""
-    alert = store.set_alert_state(session, alert_id, "resolved")
+    alert = store.set_alert_state(session, alert_id, "resolved", actor_label(request))
     session.commit()
+    audit(request, "alert.resolved", f"alert:{alert.id}", {"call_id": alert.call_id})
     return StoredAlert.from_record(alert)

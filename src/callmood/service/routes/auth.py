@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from callmood.service.audit import audit, audit_login
 from callmood.service.deps import (
     clear_session_cookie,
     current_actor,
@@ -98,6 +99,7 @@ def login(
     else:
         result = token_login(request, body.token)
     record_login_attempt(request, success=result.actor is not None)
+    audit_login(request, result, body.username if isinstance(body, UserLoginRequest) else "")
     if result.subject is None or result.actor is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=result.problem)
     set_session_cookie(response, request, result.subject)
@@ -111,6 +113,9 @@ def login(
 
 @router.post("/logout", response_model=LoginStatus, summary="Log out")
 def logout(request: Request, response: Response) -> LoginStatus:
+    actor = current_actor(request)
+    if actor is not None:
+        audit(request, "logout", actor=actor)
     clear_session_cookie(response)
     return LoginStatus(authenticated=False, auth_disabled=request.app.state.settings.auth_disabled)
 

@@ -19,7 +19,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from callmood import store
 from callmood.results import CallResult
-from callmood.service.deps import get_db, get_settings, require_api_token, require_role
+from callmood.service.audit import audit
+from callmood.service.deps import (
+    get_db,
+    get_settings,
+    require_api_token,
+    require_role,
+    require_scope,
+)
 from callmood.service.jobs import INCOMING_SUBDIR
 from callmood.service.paging import (
     DEFAULT_PAGE_SIZE,
@@ -40,6 +47,9 @@ from callmood.service.schemas import (
 )
 from callmood.service.uploads import receive_upload
 from callmood.settings import Settings
+
+#: Uploading, renaming/retagging and deleting calls: supervisors, tokens with calls:write.
+CALL_CHANGE = [Depends(require_role("supervisor")), Depends(require_scope("calls:write"))]
 
 router = APIRouter(prefix="/api", tags=["calls"], dependencies=[Depends(require_api_token)])
 
@@ -103,7 +113,7 @@ def query_time_utc(moment: datetime | None) -> datetime | None:
 
 @router.post(
     "/calls",
-    dependencies=[Depends(require_role("supervisor"))],
+    dependencies=CALL_CHANGE,
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobAccepted,
     openapi_extra=_UPLOAD_OPENAPI,
@@ -129,6 +139,9 @@ async def upload_call(request: Request, settings: Settings = Depends(get_setting
         upload.discard()
         raise
     job = await run_in_threadpool(request.app.state.jobs.accept_upload, upload, options)
+    await run_in_threadpool(
+        audit, request, "call.uploaded", f"job:{job.id}", {"file_name": upload.filename}
+    )
     return JobAccepted(job_id=job.id, state=job.state, status_url=f"/api/jobs/{job.id}")
 
 
@@ -297,6 +310,7 @@ def list_calls_csv(
     Names and tags that start like a spreadsheet formula (`=`, `+`, `-`, `@`) get a leading
     `'` so that a spreadsheet shows them as text.
     """
+    audit(request, "calls.exported", "calls.csv", {"query": str(request.url.query)})
     return StreamingResponse(
         call_list_csv_rows(request.app.state.session_factory, selection),
         media_type="text/csv; charset=utf-8",
@@ -342,13 +356,20 @@ def get_timeline(call_id: str, session: Session = Depends(get_db)) -> Timeline:
     responses={404: {"description": "No such call, or its audio is not kept"}},
 )
 def get_audio(
-    call_id: str, session: Session = Depends(get_db), settings: Settings = Depends(get_settings)
+    call_id: str,
+    request: Request,
+    session: Session = Depends(get_db),
+    settings: Settings = Depends(get_settings),
 ) -> FileResponse:
     """The stored recording as uploaded (supports HTTP range requests, for the player)."""
     call = store.get_call(session, call_id)
     path = settings.resolved_audio_dir / call.audio_path if call.audio_path else None
     if path is None or not path.is_file():
         raise store.NotFoundError(f"call {call_id!r}: its audio is not stored")
+    # A player fetches a recording in many ranges: one listen is the request for its start.
+    byte_range = request.headers.get("range", "").replace(" ", "")
+    if not byte_range or byte_range.startswith("bytes=0-"):
+        audit(request, "call.listened", f"call:{call.id}")
     return FileResponse(path, media_type=call.audio_media_type or "application/octet-stream")
 
 
@@ -358,7 +379,7 @@ def get_audio(
     dependencies=[Depends(require_role("supervisor"))],
 )
 def export_call(
-    call_id: str, export_format: ExportFormat, session: Session = Depends(get_db)
+    call_id: str, export_format: ExportFormat, request: Request, session: Session = Depends(get_db)
 ) -> Response:
     """The result as JSON, CSV (`csv`: one row per emotion segment; `windows-csv`: one row
     per analysis window), RTTM (speaker turns) or W3C EmotionML.
@@ -369,6 +390,7 @@ def export_call(
 
     call = store.get_call(session, call_id)
     filename = f"{export_file_stem(call.name, call.id)}.{EXPORT_SUFFIXES[export_format]}"
+    audit(request, "call.exported", f"call:{call.id}", {"format": export_format})
     return Response(
         content=exports.export(store.call_result(call), export_format),
         media_type=EXPORT_MEDIA_TYPES[export_format],
@@ -380,7 +402,7 @@ def export_call(
     "/calls/{call_id}",
     response_model=CallSummary,
     summary="Rename, retag or reassign a call",
-    dependencies=[Depends(require_role("supervisor"))],
+    dependencies=CALL_CHANGE,
 )
 def update_call(
     call_id: str, change: CallUpdate, session: Session = Depends(get_db)
@@ -403,8 +425,9 @@ def update_call(
     "/calls/{call_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a call",
-    dependencies=[Depends(require_role("supervisor"))],
+    dependencies=CALL_CHANGE,
 )
 def delete_call(call_id: str, request: Request, settings: Settings = Depends(get_settings)) -> None:
     """Delete the call's rows and its recording together (all or nothing)."""
     store.delete_call(request.app.state.session_factory, call_id, settings.resolved_audio_dir)
+    audit(request, "call.deleted", f"call:{call_id}")

@@ -28,6 +28,7 @@ from callmood.errors import CallmoodError
 from callmood.labels import EMOTIONS
 from callmood.results import Alert, CallResult, Severity
 from callmood.service import deps
+from callmood.service.audit import audit, audit_login
 from callmood.service.jobs import describe_model
 from callmood.service.paging import (
     DEFAULT_PAGE_SIZE,
@@ -153,6 +154,7 @@ def login(
         result = deps.token_login(request, (password or token).strip())
         problem = "That token is not the server's API token."
     deps.record_login_attempt(request, success=result.subject is not None)
+    audit_login(request, result, username)
     if result.subject is None:
         return _login_form(request, next, status_code=401, error=problem, username=username)
     response = RedirectResponse(_safe_next(next), status_code=303)
@@ -161,8 +163,11 @@ def login(
 
 
 @router.post("/logout")
-def logout() -> RedirectResponse:
+def logout(request: Request) -> RedirectResponse:
     """Forget the session cookie."""
+    actor = deps.current_actor(request)
+    if actor is not None:
+        audit(request, "logout", actor=actor)
     response = RedirectResponse("/login", status_code=303)
     deps.clear_session_cookie(response)
     return response
@@ -489,6 +494,19 @@ def _conversation_view(result: CallResult) -> dict[str, Any]:
     }
 
 
+def handled_by(alert: store.AlertRecord | None) -> str:
+    """Who acknowledged and resolved an alert, for the pages ("" if nobody yet); the
+    pages' scripts say the same after a button (Callmood.handledBy)."""
+    if alert is None:
+        return ""
+    parts = []
+    if alert.acknowledged_by:
+        parts.append(f"acknowledged by {alert.acknowledged_by}")
+    if alert.resolved_by:
+        parts.append(f"resolved by {alert.resolved_by}")
+    return " · ".join(parts)
+
+
 def _alert_view(alert: Alert, stored: store.AlertRecord | None) -> dict[str, Any]:
     """An alert of the call page: its span, when it was confirmed, and its stored state."""
     # Results stored before confirmed_at existed: their opened_at is the confirmation.
@@ -506,6 +524,7 @@ def _alert_view(alert: Alert, stored: store.AlertRecord | None) -> dict[str, Any
         "speaker": alert.speaker,
         "message": alert.message,
         "state": stored.state if stored is not None else "open",
+        "handled_by": handled_by(stored),
     }
 
 
@@ -621,6 +640,7 @@ def alerts_page(
             "speaker": record.speaker,
             "message": record.message,
             "state": record.state,
+            "handled_by": handled_by(record),
         }
         for record in records
     ]
@@ -721,7 +741,7 @@ router.include_router(pages)
 
 
 #: The Users page and its forms: admins only.
-ADMIN_ONLY = [Depends(deps.require_role("admin"))]
+ADMIN_ONLY = [Depends(deps.require_role("admin")), Depends(deps.require_scope("admin"))]
 
 
 def _users_page(
@@ -764,7 +784,12 @@ def _check_form_csrf(request: Request, sent: str) -> None:
 
 
 def _user_change(
-    request: Request, db: Session, change: Callable[[], str]
+    request: Request,
+    db: Session,
+    change: Callable[[], str],
+    action: str,
+    username: str,
+    detail: dict[str, str] | None = None,
 ) -> HTMLResponse | RedirectResponse:
     from callmood.store.users import UnknownUserError, UserError
 
@@ -774,6 +799,7 @@ def _user_change(
     except (UserError, UnknownUserError) as error:
         db.rollback()
         return _users_page(request, db, 422, error=str(error).capitalize() + ".")
+    audit(request, action, f"user:{username.strip().lower()}", detail)
     return RedirectResponse(f"/admin/users?{urlencode({'done': done})}", status_code=303)
 
 
@@ -796,7 +822,7 @@ def add_user(
         user = create_user(db, username, password, role, display_name)
         return f"Added {user.username} ({user.role})."
 
-    return _user_change(request, db, add)
+    return _user_change(request, db, add, "user.added", username, {"role": role})
 
 
 @pages.post("/admin/users/{username}/{action}", response_model=None, dependencies=ADMIN_ONLY)
@@ -823,4 +849,146 @@ def change_user(
         user = set_disabled(db, username, action == "disable")
         return f"{action.capitalize()}d {user.username}."
 
-    return _user_change(request, db, change)
+    action_done = {"disable": "user.disabled", "enable": "user.enabled"}
+    return _user_change(
+        request, db, change, action_done.get(action, "user.password_reset"), username
+    )
+
+
+def _tokens_page(
+    request: Request,
+    db: Session,
+    status_code: int = 200,
+    error: str | None = None,
+    done: str = "",
+    secret: str | None = None,
+) -> HTMLResponse:
+    from callmood.store.models import TOKEN_SCOPES
+    from callmood.store.tokens import list_tokens
+
+    return _render(
+        request,
+        "admin_tokens.html",
+        status_code,
+        title="Tokens",
+        active="Tokens",
+        tokens=list_tokens(db),
+        scopes=TOKEN_SCOPES,
+        error=error,
+        done=done,
+        secret=secret,
+    )
+
+
+@pages.get("/admin/tokens", response_class=HTMLResponse, dependencies=ADMIN_ONLY)
+def tokens_page(
+    request: Request, done: str = Query("", max_length=200), db: Session = Depends(deps.get_db)
+) -> HTMLResponse:
+    """The integration tokens with their scopes and last use; forms to create and revoke."""
+    return _tokens_page(request, db, done=done)
+
+
+@pages.post("/admin/tokens", response_model=None, dependencies=ADMIN_ONLY)
+def create_token_form(
+    request: Request,
+    name: str = Form(...),
+    scope: list[str] = Form([]),
+    csrf: str = Form(""),
+    db: Session = Depends(deps.get_db),
+) -> HTMLResponse:
+    """Make a token from the page's form; the answer is the only time its secret is shown
+    (a page, not a redirect, so that it is in no URL or history)."""
+    from callmood.store.tokens import TokenError, create_token
+
+    _check_form_csrf(request, csrf)
+    try:
+        token, secret = create_token(db, name, scope, request.state.actor.name)
+        db.commit()
+    except TokenError as error:
+        db.rollback()
+        return _tokens_page(request, db, 422, error=str(error).capitalize() + ".")
+    audit(request, "token.created", f"token:{token.name}", {"scopes": token.scopes})
+    page = _tokens_page(
+        request, db, done=f"Created {token.name} ({', '.join(token.scopes)}).", secret=secret
+    )
+    page.headers["Cache-Control"] = "no-store"  # the secret must not stay in a cache
+    return page
+
+
+@pages.post("/admin/tokens/{name}/revoke", response_model=None, dependencies=ADMIN_ONLY)
+def revoke_token_form(
+    request: Request, name: str, csrf: str = Form(""), db: Session = Depends(deps.get_db)
+) -> HTMLResponse | RedirectResponse:
+    """Revoke a token from the page: refused from its next request on."""
+    from callmood.store.tokens import UnknownTokenError, revoke_token
+
+    _check_form_csrf(request, csrf)
+    try:
+        token = revoke_token(db, name)
+        db.commit()
+    except UnknownTokenError as error:
+        return _tokens_page(request, db, 404, error=str(error).capitalize() + ".")
+    audit(request, "token.revoked", f"token:{token.name}")
+    done = f"Revoked {token.name}."
+    return RedirectResponse(f"/admin/tokens?{urlencode({'done': done})}", status_code=303)
+
+
+@pages.get("/admin/audit", response_class=HTMLResponse, dependencies=ADMIN_ONLY)
+def audit_page(
+    request: Request,
+    action: str | None = None,
+    actor: str | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
+    offset: str | None = None,
+    limit: str | None = None,
+    db: Session = Depends(deps.get_db),
+) -> HTMLResponse:
+    """The audit trail, newest first, filtered by action, actor and day, and paged (as the
+    alerts page: filter values that do not parse are ignored)."""
+    from callmood.store.audit import AUDIT_ACTIONS, AuditFilter, list_events
+
+    start = _page_number(offset, 0, low=0, high=MAX_OFFSET)
+    per_page = _page_number(limit, DEFAULT_PAGE_SIZE, low=1, high=MAX_PAGE_SIZE)
+    first_day, last_day = _optional_date(date_from), _optional_date(date_to)
+    filter_error = _reversed_range(first_day, last_day)
+    if filter_error:
+        first_day = last_day = None
+    filters = {
+        "action": action if action in AUDIT_ACTIONS else None,
+        "actor": (actor or "").strip()[:200] or None,
+        "date_from": first_day,
+        "date_to": last_day,
+    }
+    selection = AuditFilter(
+        action=filters["action"],
+        actor=filters["actor"],
+        at_from=_day_start(first_day),
+        at_to=_day_start(last_day, end=True),
+    )
+    events, total = list_events(db, selection, offset=start, limit=per_page)
+    neighbours = page_offsets(start, per_page, total)
+    csv_query = {
+        "action": selection.action or "",
+        "actor": selection.actor or "",
+        "at_from": selection.at_from.isoformat() if selection.at_from else "",
+        "at_to": selection.at_to.isoformat() if selection.at_to else "",
+    }
+    return _render(
+        request,
+        "admin_audit.html",
+        title="Audit",
+        active="Audit",
+        events=events,
+        total=total,
+        first_number=start + 1,
+        last_number=start + len(events),
+        older_url=link_with_offset(request.url, neighbours.next),
+        newer_url=link_with_offset(request.url, neighbours.previous),
+        custom_limit=per_page if per_page != DEFAULT_PAGE_SIZE else None,
+        filters=filters,
+        filter_error=filter_error,
+        typed_dates={"date_from": date_from or "", "date_to": date_to or ""},
+        actions=AUDIT_ACTIONS,
+        csv_url="/api/audit.csv?" + urlencode({k: v for k, v in csv_query.items() if v}),
+    )

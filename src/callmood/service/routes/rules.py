@@ -11,7 +11,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from callmood.alerts import RulesError, RuleSet
 from callmood.safe_yaml import load_yaml
-from callmood.service.deps import require_api_token, require_role
+from callmood.service.audit import audit
+from callmood.service.deps import require_api_token, require_role, require_scope
 from callmood.service.rules_store import to_yaml
 
 router = APIRouter(prefix="/api/rules", tags=["rules"], dependencies=[Depends(require_api_token)])
@@ -69,7 +70,7 @@ async def _read_limited_body(request: Request) -> bytes:
 
 @router.put(
     "",
-    dependencies=[Depends(require_role("admin"))],
+    dependencies=[Depends(require_role("admin")), Depends(require_scope("rules:write"))],
     response_model=RuleSet,
     summary="Replace the alert rules",
     openapi_extra=_PUT_OPENAPI,
@@ -92,4 +93,7 @@ async def put_rules(request: Request) -> RuleSet:
     # Refused now rather than failing every call analysed with them later.
     model = await run_in_threadpool(request.app.state.model.get)
     rules.check_labels(model.labels)
-    return request.app.state.rules.replace(rules)
+    saved = request.app.state.rules.replace(rules)
+    names = [rule.name for rule in saved.rules]
+    await run_in_threadpool(audit, request, "rules.changed", "rules", {"rules": names})
+    return saved

@@ -622,21 +622,20 @@ def _check_authorised(websocket: WebSocket) -> None:
     Browsers send cookies along with a WebSocket handshake started by any site, so a
     cookie-authenticated stream must come from this server's own pages (its Origin).
     """
-    actor = deps.current_actor(websocket)
-    if actor is None:
+    found = deps.authenticate_connection(websocket)
+    websocket.state.actor = found[1] if found else None
+    if found is None:
         raise StreamProtocolError(
             "not authorised: pass the API token as ?token=... or log in to the dashboard"
         )
-    problem = deps.role_refusal(actor, "supervisor")
+    method, actor = found
+    problem = deps.role_refusal(actor, "supervisor") or deps.scope_refusal(actor, "stream:write")
     if problem is not None:
         raise StreamProtocolError(f"not authorised: {problem}")
     origin = websocket.headers.get("origin")
     if websocket.app.state.settings.auth_disabled or not origin:
         return
-    has_token = deps.token_matches(
-        websocket.query_params.get("token"), websocket.app.state.credentials.token_hash
-    ) or websocket.headers.get("authorization", "").lower().startswith("bearer ")
-    if not has_token and _host_of(origin) != websocket.headers.get("host"):
+    if method == "cookie" and _host_of(origin) != websocket.headers.get("host"):
         raise StreamProtocolError(
             f"not authorised: a login cookie is only accepted from this server's pages, "
             f"not from {origin}; pass the API token as ?token=..."

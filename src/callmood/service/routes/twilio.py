@@ -441,6 +441,12 @@ def check_authorised(websocket: WebSocket, start: TwilioStart) -> None:
     token = start.custom_parameters.get("token")
     if deps.token_matches(token, websocket.app.state.credentials.token_hash):
         return
+    scoped = deps.scoped_token_actor(websocket, token)  # an integration token (docs/access.md)
+    if scoped is not None:
+        if deps.scope_refusal(scoped, "stream:write") is not None:
+            raise _error("not authorised: the token parameter lacks the stream:write scope")
+        websocket.state.actor = scoped
+        return
     # Close reasons hold 123 bytes: short, and the docs page explains the rest.
     if token is not None:
         raise _error("not authorised: the token parameter is not the API token")

@@ -17,6 +17,7 @@
     const badge = rowElement.querySelector(".badge.state");
     badge.textContent = alert.state;
     badge.className = "badge state " + alert.state;
+    rowElement.querySelector(".handled-by").textContent = Callmood.handledBy(alert);
     rowElement.querySelector("button.ack").disabled = alert.state !== "open";
     rowElement.querySelector("button.resolve").disabled = alert.state === "resolved";
     const pick = rowElement.querySelector("input.pick");

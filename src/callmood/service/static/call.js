@@ -89,6 +89,7 @@
         const badge = row.querySelector(".badge.state");
         badge.textContent = alert.state;
         badge.className = "badge state " + alert.state;
+        row.querySelector(".handled-by").textContent = Callmood.handledBy(alert);
         row.querySelector("button.ack").disabled = alert.state !== "open";
         row.querySelector("button.resolve").disabled = alert.state === "resolved";
         Callmood.showMessage(message, "");

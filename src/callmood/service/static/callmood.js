@@ -110,6 +110,14 @@ window.Callmood = (function () {
     element.hidden = !text;
   }
 
+  // Who acknowledged and resolved an alert (/api/alerts' *_by), as the pages say it.
+  function handledBy(alert) {
+    const parts = [];
+    if (alert.acknowledged_by) parts.push("acknowledged by " + alert.acknowledged_by);
+    if (alert.resolved_by) parts.push("resolved by " + alert.resolved_by);
+    return parts.join(" · ");
+  }
+
   // A list as the server renders it now (same URL: same filters and page) swapped in: each
   // of `selectors` replaced, and the pager (#pager) moved after `pagerAfter`. Throws when
   // the server cannot be reached; a refused request leaves the page as it was.
@@ -153,6 +161,6 @@ window.Callmood = (function () {
 
   return {
     emotionColour, formatSeconds, localTimes, omitEmptyFields, prepareCanvas, emotionChip, legend, csrfHeaders, api,
-    showMessage, events, refreshFromServer,
+    showMessage, handledBy, events, refreshFromServer,
   };
 })();
