@@ -346,6 +346,8 @@ def new_stream(run: Run, protocol: str, kind: str, external_id: str | None = Non
 
 
 def ended_by_error(run: Run, record: dict, error: Exception) -> None:
+    """A connection error is the kill's doing while the server is down or was killed since
+    the stream opened; any other is a failure of the server."""
     if run.kill_window or run.kills > record["kills"]:
         record["outcome"] = "cut by the kill"
     else:
