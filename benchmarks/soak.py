@@ -64,7 +64,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -345,23 +345,42 @@ def new_stream(run: Run, protocol: str, kind: str, external_id: str | None = Non
     return record
 
 
-def ended_by_error(run: Run, record: dict, error: Exception) -> None:
-    """A connection error is the kill's doing while the server is down or was killed since
-    the stream opened; any other is a failure of the server."""
-    if run.kill_window or run.kills > record["kills"]:
-        record["outcome"] = "cut by the kill"
-    else:
-        record["outcome"] = f"failed: {type(error).__name__}"
+@contextmanager
+def stream_ending(run: Run, record: dict) -> Iterator[Callable[[], None]]:
+    """Around one stream: the function it yields counts the stream as mid-call; a connection
+    error is the kill's doing while the server is down or was killed since the stream
+    opened, any other a failure of the server; the end time is noted either way."""
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+    in_call = False
+
+    def call_started() -> None:
+        nonlocal in_call
+        in_call = True
+        run.streams_in_call += 1
+        run.most_in_call = max(run.most_in_call, run.streams_in_call)
+
+    try:
+        yield call_started
+    # A handshake the kill interrupts fails with InvalidMessage (an InvalidHandshake).
+    except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as error:
+        if run.kill_window or run.kills > record["kills"]:
+            record["outcome"] = "cut by the kill"
+        else:
+            record["outcome"] = f"failed: {type(error).__name__}"
+    finally:
+        record["ended"] = time.monotonic()
+        if in_call:
+            run.streams_in_call -= 1
 
 
 async def one_stream(run: Run, url: str, kind: str, audio: np.ndarray, other: np.ndarray) -> None:
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed, InvalidHandshake
+    from websockets.exceptions import ConnectionClosed
 
     record = new_stream(run, "native", kind)
     start, frames = stream_frames(kind, audio, other)
-    in_call = False
-    try:
+    with stream_ending(run, record) as call_started:
         async with connect(url, max_size=2**22, open_timeout=30, close_timeout=5) as websocket:
             if kind == "bad_start":
                 await websocket.send("{not json")
@@ -371,9 +390,7 @@ async def one_stream(run: Run, url: str, kind: str, audio: np.ndarray, other: np
             await websocket.send(json.dumps(start))
             ready = json.loads(await asyncio.wait_for(websocket.recv(), 60))
             record["call_id"] = ready.get("call_id")
-            run.streams_in_call += 1
-            run.most_in_call = max(run.most_in_call, run.streams_in_call)
-            in_call = True
+            call_started()
 
             async def receive() -> dict:
                 async for message in websocket:
@@ -409,12 +426,6 @@ async def one_stream(run: Run, url: str, kind: str, audio: np.ndarray, other: np
                 record["outcome"] = "protocol error"
             else:
                 record["outcome"] = f"unexpected {final['type']}"
-    except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as error:
-        ended_by_error(run, record, error)
-    finally:
-        record["ended"] = time.monotonic()
-        if in_call:
-            run.streams_in_call -= 1
 
 
 async def one_twilio_stream(
@@ -423,7 +434,7 @@ async def one_twilio_stream(
     """A Twilio Media Stream (both tracks): the caller is `audio`, the agent `other`; the
     hang-up kind drops the connection halfway without `stop`."""
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed, InvalidHandshake
+    from websockets.exceptions import ConnectionClosed
 
     from callmood.audio import encode_telephone
 
@@ -436,12 +447,9 @@ async def one_twilio_stream(
     parameters = {"token": TOKEN, "name": kind, "agent": "soak", "queue": "soak"}
     messages = list(twilio_messages(tracks, parameters, call_sid=call_sid))
     hang_up_at = len(messages) // 2 if kind.endswith("hang_up") else None
-    in_call = False
-    try:
+    with stream_ending(run, record) as call_started:
         async with connect(url, open_timeout=30, close_timeout=5) as websocket:
-            run.streams_in_call += 1
-            run.most_in_call = max(run.most_in_call, run.streams_in_call)
-            in_call = True
+            call_started()
             began = time.perf_counter()
             for index, message in enumerate(messages):
                 if index == hang_up_at:
@@ -457,12 +465,6 @@ async def one_twilio_stream(
                 await asyncio.wait_for(websocket.recv(), 180)
             code = websocket.close_code
             record["outcome"] = "completed" if code == 1000 else f"unexpected close {code}"
-    except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as error:
-        ended_by_error(run, record, error)
-    finally:
-        record["ended"] = time.monotonic()
-        if in_call:
-            run.streams_in_call -= 1
 
 
 async def one_audiohook_stream(
@@ -472,7 +474,7 @@ async def one_audiohook_stream(
     (external = customer = `audio`, internal = agent = `other`), pings, `close` / `closed`;
     the hang-up kind drops the connection halfway without `close`."""
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed, InvalidHandshake
+    from websockets.exceptions import ConnectionClosed
 
     from callmood.audio import encode_telephone
 
@@ -485,8 +487,7 @@ async def one_audiohook_stream(
     step = int(FRAME_SECONDS * 8000) * 2  # two channels, one byte a sample
     frames = [payload[i : i + step] for i in range(0, len(payload), step)]
     hang_up_at = len(frames) // 2 if kind.endswith("hang_up") else None
-    in_call = False
-    try:
+    with stream_ending(run, record) as call_started:
         async with connect(url, additional_headers=headers, open_timeout=30) as websocket:
 
             async def receive() -> dict:
@@ -503,9 +504,7 @@ async def one_audiohook_stream(
             if opened["type"] != "opened":
                 record["outcome"] = f"unexpected {opened['type']}"
                 return
-            run.streams_in_call += 1
-            run.most_in_call = max(run.most_in_call, run.streams_in_call)
-            in_call = True
+            call_started()
             receiver = asyncio.create_task(receive())
             began = time.perf_counter()
             for index, frame in enumerate(frames):
@@ -530,12 +529,6 @@ async def one_audiohook_stream(
             record["outcome"] = (
                 "completed" if final["type"] == "closed" else f"unexpected {final['type']}"
             )
-    except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as error:
-        ended_by_error(run, record, error)
-    finally:
-        record["ended"] = time.monotonic()
-        if in_call:
-            run.streams_in_call -= 1
 
 
 async def stream_slot(
