@@ -12,6 +12,11 @@ at the same time:
   speech paced at real time: pcm16 16 kHz mono and stereo, G.711 mu-law 8 kHz; some
   malformed (a misaligned frame mid-call, a start that is not JSON) or cut off (the
   client hangs up without stop).
+- `--twilio` Twilio Media Streams (/api/connectors/twilio, both tracks, the API token as
+  customParameter `token`) and `--audiohook` Genesys AudioHook sessions
+  (/api/connectors/audiohook, signed with the client secret), streaming call after call
+  in the same way, built by examples/twilio_client.py and examples/audiohook_client.py;
+  a third of them drop the connection mid-call (no `stop` / `close`).
 
 A third of the uploads go at the start; the next third follow in a burst behind one ten
 times longer call, beside one upload that trickles in slowly. While jobs are queued and
@@ -32,9 +37,10 @@ audited:
   speakers / windows / segments / alerts / tags without their call;
 - streams: one that ended (stop, hang-up, protocol error after audio) must have its call
   stored (marked partial unless it stopped); one the kill cut must leave nothing behind.
+  A connector's call is found by the phone system's id (callSid, conversationId).
 
 Usage: python benchmarks/soak.py [--minutes 4] [--uploads 24] [--call-seconds 60]
-       [--streams 20] [--stream-seconds 15] [--workers 1]
+       [--streams 20] [--twilio 10] [--audiohook 10] [--stream-seconds 15] [--workers 1]
        [--database postgresql+psycopg://...]
 
 Bounded: it stops by itself after --minutes (plus at most about 2 minutes to let the
@@ -46,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -57,7 +64,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +92,11 @@ from callmood.store import (
 from callmood.store.models import CallTag
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The connectors' clients are the examples' message builders, not a copy of them.
+sys.path.insert(0, str(REPO_ROOT / "examples"))
+from audiohook_client import AudioHookMessages, audiohook_headers, open_parameters  # noqa: E402
+from twilio_client import twilio_messages  # noqa: E402
+
 TOKEN = "soak-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SAMPLE_RATE = 16000
@@ -98,6 +110,14 @@ STREAM_KINDS = ["pcm16", "pcm16", "mulaw", "mulaw", "stereo", "pcm16"] + [
     "misaligned",
     "bad_start",
 ]
+# Every 3 connector streams: 2 that end as the phone system ends a call (Twilio `stop`,
+# AudioHook `close`) and 1 whose phone system drops the connection mid-call.
+CONNECTOR_KINDS = {
+    "twilio": ["twilio", "twilio", "twilio_hang_up"],
+    "audiohook": ["audiohook", "audiohook", "audiohook_hang_up"],
+}
+AUDIOHOOK_KEY = "soak-audiohook-key-0123456789"
+AUDIOHOOK_SECRET = base64.b64encode(b"soak-audiohook-client-secret").decode()
 SERVER_CODE = "from callmood.cli import main; main()"
 # A stream that hung up this long before the kill may not have been stored yet.
 KILL_RACE_SECONDS = 5.0
@@ -128,7 +148,12 @@ class Server:
             + ["--port", str(self.port), "--data-dir", str(self.data_dir)]
             + ["--database-url", self.database_url, "--workers", str(self.workers)]
             + ["--log-level", "warning"],
-            env={**os.environ, "CALLMOOD_AUTH_TOKEN": TOKEN},
+            env={
+                **os.environ,
+                "CALLMOOD_AUTH_TOKEN": TOKEN,  # Twilio streams send it as customParameter token
+                "CALLMOOD_AUDIOHOOK_API_KEY": AUDIOHOOK_KEY,
+                "CALLMOOD_AUDIOHOOK_CLIENT_SECRET": AUDIOHOOK_SECRET,  # requests are signed
+            },
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
@@ -304,15 +329,58 @@ def stream_frames(kind: str, audio: np.ndarray, other: np.ndarray) -> tuple[dict
     return start, frames
 
 
+def new_stream(run: Run, protocol: str, kind: str, external_id: str | None = None) -> dict:
+    """The record of one stream, shared with the audit (which finds a connector's call by
+    `external_id`: Twilio's callSid or Genesys's conversationId, as the server stores it)."""
+    record = {
+        "protocol": protocol,
+        "kind": kind,
+        "call_id": None,
+        "external_id": external_id,
+        "outcome": None,
+        "windows": 0,
+        "kills": run.kills,
+    }
+    run.streams.append(record)
+    return record
+
+
+@contextmanager
+def stream_ending(run: Run, record: dict) -> Iterator[Callable[[], None]]:
+    """Around one stream: the function it yields counts the stream as mid-call; a connection
+    error is the kill's doing while the server is down or was killed since the stream
+    opened, any other a failure of the server; the end time is noted either way."""
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+    in_call = False
+
+    def call_started() -> None:
+        nonlocal in_call
+        in_call = True
+        run.streams_in_call += 1
+        run.most_in_call = max(run.most_in_call, run.streams_in_call)
+
+    try:
+        yield call_started
+    # A handshake the kill interrupts fails with InvalidMessage (an InvalidHandshake).
+    except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as error:
+        if run.kill_window or run.kills > record["kills"]:
+            record["outcome"] = "cut by the kill"
+        else:
+            record["outcome"] = f"failed: {type(error).__name__}"
+    finally:
+        record["ended"] = time.monotonic()
+        if in_call:
+            run.streams_in_call -= 1
+
+
 async def one_stream(run: Run, url: str, kind: str, audio: np.ndarray, other: np.ndarray) -> None:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
-    record = {"kind": kind, "call_id": None, "outcome": None, "windows": 0, "kills": run.kills}
-    run.streams.append(record)
+    record = new_stream(run, "native", kind)
     start, frames = stream_frames(kind, audio, other)
-    in_call = False
-    try:
+    with stream_ending(run, record) as call_started:
         async with connect(url, max_size=2**22, open_timeout=30, close_timeout=5) as websocket:
             if kind == "bad_start":
                 await websocket.send("{not json")
@@ -322,9 +390,7 @@ async def one_stream(run: Run, url: str, kind: str, audio: np.ndarray, other: np
             await websocket.send(json.dumps(start))
             ready = json.loads(await asyncio.wait_for(websocket.recv(), 60))
             record["call_id"] = ready.get("call_id")
-            run.streams_in_call += 1
-            run.most_in_call = max(run.most_in_call, run.streams_in_call)
-            in_call = True
+            call_started()
 
             async def receive() -> dict:
                 async for message in websocket:
@@ -360,32 +426,137 @@ async def one_stream(run: Run, url: str, kind: str, audio: np.ndarray, other: np
                 record["outcome"] = "protocol error"
             else:
                 record["outcome"] = f"unexpected {final['type']}"
-    except (ConnectionClosed, OSError, TimeoutError) as error:
-        if run.kill_window or run.kills > record["kills"]:
-            record["outcome"] = "cut by the kill"
-        else:
-            record["outcome"] = f"failed: {type(error).__name__}"
-    finally:
-        record["ended"] = time.monotonic()
-        if in_call:
-            run.streams_in_call -= 1
 
 
-async def stream_slot(run: Run, port: int, slot: int, audio: np.ndarray, seconds: float) -> None:
+async def one_twilio_stream(
+    run: Run, url: str, kind: str, audio: np.ndarray, other: np.ndarray
+) -> None:
+    """A Twilio Media Stream (both tracks): the caller is `audio`, the agent `other`; the
+    hang-up kind drops the connection halfway without `stop`."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from callmood.audio import encode_telephone
+
+    call_sid = "CA" + uuid.uuid4().hex
+    record = new_stream(run, "twilio", kind, call_sid)
+    tracks = {
+        "inbound": encode_telephone(audio, SAMPLE_RATE, "mulaw"),
+        "outbound": encode_telephone(other[: len(audio)], SAMPLE_RATE, "mulaw"),
+    }
+    parameters = {"token": TOKEN, "name": kind, "agent": "soak", "queue": "soak"}
+    messages = list(twilio_messages(tracks, parameters, call_sid=call_sid))
+    hang_up_at = len(messages) // 2 if kind.endswith("hang_up") else None
+    with stream_ending(run, record) as call_started:
+        async with connect(url, open_timeout=30, close_timeout=5) as websocket:
+            call_started()
+            began = time.perf_counter()
+            for index, message in enumerate(messages):
+                if index == hang_up_at:
+                    record["outcome"] = "hung up"
+                    return  # leaving the block closes the connection without stop
+                if message["event"] == "media":
+                    # Chunk n of each track leaves at n * 20 ms, as Twilio sends it.
+                    due = began + int(message["media"]["timestamp"]) / 1000
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                await websocket.send(json.dumps(message))
+            # Twilio expects nothing back: the server closes normally once the call is stored.
+            with contextlib.suppress(ConnectionClosed):
+                await asyncio.wait_for(websocket.recv(), 180)
+            code = websocket.close_code
+            record["outcome"] = "completed" if code == 1000 else f"unexpected close {code}"
+
+
+async def one_audiohook_stream(
+    run: Run, url: str, kind: str, audio: np.ndarray, other: np.ndarray
+) -> None:
+    """A signed Genesys AudioHook session: `open` / `opened`, stereo PCMU frames of 100 ms
+    (external = customer = `audio`, internal = agent = `other`), pings, `close` / `closed`;
+    the hang-up kind drops the connection halfway without `close`."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from callmood.audio import encode_telephone
+
+    session_id, organization_id, conversation = (str(uuid.uuid4()) for _ in range(3))
+    record = new_stream(run, "audiohook", kind, conversation)
+    secret = base64.b64decode(AUDIOHOOK_SECRET)
+    headers = audiohook_headers(url, AUDIOHOOK_KEY, secret, session_id, organization_id)
+    messages = AudioHookMessages(session_id)
+    payload = encode_telephone(np.stack([audio, other[: len(audio)]]), SAMPLE_RATE, "mulaw")
+    step = int(FRAME_SECONDS * 8000) * 2  # two channels, one byte a sample
+    frames = [payload[i : i + step] for i in range(0, len(payload), step)]
+    hang_up_at = len(frames) // 2 if kind.endswith("hang_up") else None
+    with stream_ending(run, record) as call_started:
+        async with connect(url, additional_headers=headers, open_timeout=30) as websocket:
+
+            async def receive() -> dict:
+                async for text in websocket:
+                    reply = messages.received(text)
+                    if reply["type"] in ("opened", "closed", "disconnect"):
+                        return reply
+                return {"type": "gone"}
+
+            await websocket.send(
+                messages.message("open", open_parameters(organization_id, conversation))
+            )
+            opened = await asyncio.wait_for(receive(), 60)
+            if opened["type"] != "opened":
+                record["outcome"] = f"unexpected {opened['type']}"
+                return
+            call_started()
+            receiver = asyncio.create_task(receive())
+            began = time.perf_counter()
+            for index, frame in enumerate(frames):
+                if index == hang_up_at:
+                    receiver.cancel()
+                    record["outcome"] = "hung up"
+                    return  # leaving the block closes the connection without close
+                if receiver.done():
+                    break  # the server disconnected (the receiver tells why)
+                await asyncio.sleep(max(0.0, began + index * FRAME_SECONDS - time.perf_counter()))
+                try:
+                    await websocket.send(frame)
+                    messages.sent_samples += len(frame) // 2
+                    if index % 50 == 49:
+                        await websocket.send(messages.message("ping", {}))  # 5 s, as Genesys
+                except ConnectionClosed:
+                    break  # the receiver tells why (a disconnect message, or the kill)
+            if not receiver.done():
+                with contextlib.suppress(ConnectionClosed):
+                    await websocket.send(messages.message("close", {"reason": "end"}))
+            final = await asyncio.wait_for(receiver, 180)
+            record["outcome"] = (
+                "completed" if final["type"] == "closed" else f"unexpected {final['type']}"
+            )
+
+
+async def stream_slot(
+    run: Run, port: int, slot: int, audio: np.ndarray, seconds: float, protocol: str = "native"
+) -> None:
     """Stream call after call until the load ends (waiting out the server's restart)."""
-    url = f"ws://127.0.0.1:{port}/api/stream?token={TOKEN}"
-    rng = random.Random(slot)
+    url, kinds, stream = {
+        "native": (f"ws://127.0.0.1:{port}/api/stream?token={TOKEN}", STREAM_KINDS, one_stream),
+        "twilio": (f"ws://127.0.0.1:{port}/api/connectors/twilio", None, one_twilio_stream),
+        "audiohook": (
+            f"ws://127.0.0.1:{port}/api/connectors/audiohook",
+            None,
+            one_audiohook_stream,
+        ),
+    }[protocol]
+    kinds = kinds or CONNECTOR_KINDS[protocol]
+    rng = random.Random(f"{protocol}{slot}")
     await asyncio.sleep(rng.uniform(0, 2.0))  # independent calls do not start in step
     number = slot
     while True:
         await run.server_up.wait()
         if time.monotonic() + seconds > run.streams_until:
             return
-        kind = STREAM_KINDS[number % len(STREAM_KINDS)]
+        kind = kinds[number % len(kinds)]
         first = rng.randrange(0, len(audio) - int(seconds * SAMPLE_RATE))
         piece = audio[first : first + int(seconds * SAMPLE_RATE)]
-        await one_stream(run, url, kind, piece, np.roll(audio, SAMPLE_RATE * 3)[first:])
-        number += len(STREAM_KINDS) // 2 + 1  # walk through the kinds in another order
+        await stream(run, url, kind, piece, np.roll(audio, SAMPLE_RATE * 3)[first:])
+        number += len(kinds) // 2 + 1  # walk through the kinds in another order
 
 
 async def job_states(client: httpx.AsyncClient, job_ids: list[str]) -> dict[str, str]:
@@ -472,9 +643,17 @@ async def soak(arguments: argparse.Namespace, server: Server) -> tuple[Run, dict
     third = len(calls) // 3
     concurrency = arguments.upload_concurrency
 
+    counts = {
+        "native": arguments.streams,
+        "twilio": arguments.twilio,
+        "audiohook": arguments.audiohook,
+    }
     slots = [
-        asyncio.create_task(stream_slot(run, server.port, slot, audio, arguments.stream_seconds))
-        for slot in range(arguments.streams)
+        asyncio.create_task(
+            stream_slot(run, server.port, slot, audio, arguments.stream_seconds, protocol)
+        )
+        for protocol, count in counts.items()
+        for slot in range(count)
     ]
     first = asyncio.create_task(uploads(run, server.port, calls[:third], concurrency))
     burst_start = asyncio.Event()
@@ -549,6 +728,15 @@ def audit(database_url: str, audio_dir: Path, run: Run, kill: dict) -> dict:
             row.id: row for row in session.execute(select(CallRecord.id, CallRecord.audio_path))
         }
         tags = Counter(session.scalars(select(CallTag.tag)))
+        # A connector's client never learns the call id: the call carries the phone
+        # system's own id (Twilio's callSid, Genesys's conversationId).
+        by_external_id = dict(
+            session.execute(
+                select(CallRecord.external_call_id, CallRecord.id).where(
+                    CallRecord.external_call_id.is_not(None)
+                )
+            ).all()
+        )
         partial = set(session.scalars(select(CallTag.call_id).where(CallTag.tag == "partial")))
         referenced = referenced_audio_paths(session)
         headless = {
@@ -608,9 +796,11 @@ def audit(database_url: str, audio_dir: Path, run: Run, kill: dict) -> dict:
     # Streams: what ended must be stored (partial unless it stopped); what the kill cut, not.
     stream_problems = []
     for stream in run.streams:
+        if stream["external_id"] is not None:
+            stream["call_id"] = by_external_id.get(stream["external_id"])
         call_id, outcome = stream["call_id"], stream["outcome"]
         if outcome == "completed" and call_id not in calls:
-            stream_problems.append((stream["kind"], "completed but not stored"))
+            stream_problems.append((stream["protocol"], stream["kind"], "completed but not stored"))
         elif outcome in ("hung up", "protocol error"):
             # The server stores such a call after the client has gone: a kill a moment
             # later takes it along, as it takes the streams it cuts.
@@ -620,14 +810,20 @@ def audit(database_url: str, audio_dir: Path, run: Run, kill: dict) -> dict:
             if call_id not in calls and just_before_kill:
                 stream["outcome"] = "ended as killed"
             elif call_id not in calls:
-                stream_problems.append((stream["kind"], f"{outcome} but not stored"))
+                stream_problems.append(
+                    (stream["protocol"], stream["kind"], f"{outcome} but not stored")
+                )
             elif call_id not in partial:
-                stream_problems.append((stream["kind"], f"{outcome} but not marked partial"))
+                stream_problems.append(
+                    (stream["protocol"], stream["kind"], f"{outcome} but not marked partial")
+                )
         if (
             stream["outcome"] in ("cut by the kill", "ended as killed")
             and (audio_dir / "live" / f"{call_id}.flac").exists()
         ):
-            stream_problems.append((stream["kind"], "cut by the kill, recording left"))
+            stream_problems.append(
+                (stream["protocol"], stream["kind"], "cut by the kill, recording left")
+            )
     return {
         "lost": lost,
         "outcomes": outcomes,
@@ -636,7 +832,9 @@ def audit(database_url: str, audio_dir: Path, run: Run, kill: dict) -> dict:
         "resumed": resumed,
         "jobs": len(jobs),
         "calls": len(calls),
+        "call_ids": set(calls),
         "live_calls": tags["live"],
+        "tagged": {protocol: tags[protocol] for protocol in CONNECTOR_KINDS},
         "orphan_files": orphan_files,
         "missing_audio": missing_audio,
         "half_rows": half_rows,
@@ -652,7 +850,8 @@ def print_report(
 ) -> bool:
     """Print the tables; True if anything was lost, orphaned, half-written or failed."""
     print(
-        f"\nSoak: {backend}, {seconds / 60:.1f} min, {arguments.streams} stream slots, "
+        f"\nSoak: {backend}, {seconds / 60:.1f} min, {arguments.streams} stream slots "
+        f"(+ {arguments.twilio} Twilio, {arguments.audiohook} AudioHook), "
         f"{arguments.uploads} uploads of {arguments.call_seconds:g} s calls on average "
         f"({arguments.upload_concurrency} at a time), "
         f"{arguments.workers} worker(s), {os.cpu_count()} CPU cores, "
@@ -710,8 +909,30 @@ def print_report(
     for outcome, count in outcomes.most_common():
         kinds = Counter(s["kind"] for s in run.streams if s["outcome"] == outcome)
         print(f"  {outcome:<18}{count:>4}  ({', '.join(f'{k} {n}' for k, n in kinds.items())})")
-    for kind, problem in result["stream_problems"]:
-        print(f"  PROBLEM {kind}: {problem}")
+    for protocol, kind, problem in result["stream_problems"]:
+        print(f"  PROBLEM {protocol} {kind}: {problem}")
+    print(
+        f"\n{'protocol':<10}{'opened':>7}{'completed':>10}{'hung up':>8}{'cut*':>5}"
+        f"{'stored':>7}{'tagged':>7}{'lost':>5}"
+    )
+    # Every live call is tagged live; a connector's is tagged with its name too.
+    tagged = {"native": result["live_calls"] - sum(result["tagged"].values()), **result["tagged"]}
+    for protocol in ("native", *CONNECTOR_KINDS):
+        mine = [stream for stream in run.streams if stream["protocol"] == protocol]
+        if not mine:
+            continue
+        ends = Counter(stream["outcome"] for stream in mine)
+        stored = sum(stream["call_id"] in result["call_ids"] for stream in mine)
+        lost = sum(problem[0] == protocol for problem in result["stream_problems"])
+        print(
+            f"{protocol:<10}{len(mine):>7}{ends['completed']:>10}{ends['hung up']:>8}"
+            f"{ends['cut by the kill'] + ends['ended as killed']:>5}{stored:>7}"
+            f"{tagged[protocol]:>7}{lost:>5}"
+        )
+    print(
+        "  * cut by the kill (or ended just before it): nothing stored, as for native streams;"
+        " tagged = calls stored with the tag live / twilio / audiohook"
+    )
 
     failures = sum(
         count
@@ -789,6 +1010,10 @@ def main() -> None:
     )
     parser.add_argument("--upload-concurrency", type=int, default=4, help="Uploads at once.")
     parser.add_argument("--streams", type=int, default=20, help="Live streams at once.")
+    parser.add_argument("--twilio", type=int, default=10, help="Twilio Media Streams at once.")
+    parser.add_argument(
+        "--audiohook", type=int, default=10, help="Genesys AudioHook streams at once."
+    )
     parser.add_argument("--stream-seconds", type=float, default=15.0, help="Audio per stream.")
     parser.add_argument("--workers", type=int, default=1, help="Analysis workers of the server.")
     parser.add_argument(
@@ -803,6 +1028,8 @@ def main() -> None:
     arguments = parser.parse_args()
     if arguments.streams < 1 or arguments.uploads < 4 or arguments.minutes <= 0:
         sys.exit("--streams >= 1, --uploads >= 4 and --minutes > 0, please")
+    if arguments.twilio < 0 or arguments.audiohook < 0:
+        sys.exit("--twilio and --audiohook must be >= 0 (0 leaves that connector out)")
 
     with tempfile.TemporaryDirectory(prefix="callmood-soak-") as folder:
         data_dir = Path(folder) / "data"

@@ -30,6 +30,80 @@ FRAME_SECONDS = 0.1
 PING_SECONDS = 5.0
 
 
+def audiohook_headers(
+    url: str, api_key: str, client_secret: bytes | None, session_id: str, organization_id: str
+) -> dict[str, str]:
+    """The handshake headers Genesys sends, signed (HMAC-SHA256) when given the secret."""
+    headers = {
+        "Audiohook-Organization-Id": organization_id,
+        "Audiohook-Session-Id": session_id,
+        "Audiohook-Correlation-Id": str(uuid.uuid4()),
+        "X-API-KEY": api_key,
+    }
+    if client_secret is not None:
+        parts = urlsplit(url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        headers |= signature_headers(
+            request_target=target,
+            authority=parts.netloc,
+            headers=headers,
+            api_key=api_key,
+            client_secret=client_secret,
+        )
+    return headers
+
+
+def open_parameters(organization_id: str, conversation_id: str) -> dict:
+    """The `open` message's parameters: stereo PCMU at 8 kHz first, then each channel alone."""
+    return {
+        "organizationId": organization_id,
+        "conversationId": conversation_id,
+        "participant": {
+            "id": str(uuid.uuid4()),
+            "ani": "+1-555-555-1234",
+            "aniName": "Demo Customer",
+            "dnis": "+1-800-555-6789",
+        },
+        "media": [
+            {"type": "audio", "format": "PCMU", "channels": ["external", "internal"], "rate": 8000},
+            {"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000},
+            {"type": "audio", "format": "PCMU", "channels": ["internal"], "rate": 8000},
+        ],
+        "language": "en-US",
+    }
+
+
+class AudioHookMessages:
+    """The client's side of one session's text messages: `seq`, `serverseq` and `position`."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.seq = 0
+        self.serverseq = 0
+        self.sent_samples = 0  # per channel, for `position`
+
+    def message(self, kind: str, parameters: dict) -> str:
+        """The next client message of `kind`."""
+        self.seq += 1
+        return json.dumps(
+            {
+                "version": "2",
+                "id": self.session_id,
+                "type": kind,
+                "seq": self.seq,
+                "serverseq": self.serverseq,
+                "position": format_duration(self.sent_samples / 8000),
+                "parameters": parameters,
+            }
+        )
+
+    def received(self, text: str | bytes) -> dict:
+        """A server message, parsed; its `seq` is the next message's `serverseq`."""
+        reply = json.loads(text)
+        self.serverseq = reply["seq"]
+        return reply
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("url", help="ws(s)://host:port/api/connectors/audiohook")
@@ -43,75 +117,22 @@ def main() -> None:
     audio = load_audio(options.audio, channels=[0, 1])
     payload = encode_telephone(audio.samples, audio.sample_rate, "mulaw")
     session_id, organization_id = str(uuid.uuid4()), str(uuid.uuid4())
-    headers = {
-        "Audiohook-Organization-Id": organization_id,
-        "Audiohook-Session-Id": session_id,
-        "Audiohook-Correlation-Id": str(uuid.uuid4()),
-        "X-API-KEY": options.api_key,
-    }
-    if options.client_secret:
-        url = urlsplit(options.url)
-        target = url.path + (f"?{url.query}" if url.query else "")
-        headers |= signature_headers(
-            request_target=target,
-            authority=url.netloc,
-            headers=headers,
-            api_key=options.api_key,
-            client_secret=base64.b64decode(options.client_secret),
-        )
-
-    seq = 0
-    serverseq = 0
-    sent_samples = 0
-
-    def message(kind: str, parameters: dict) -> str:
-        nonlocal seq
-        seq += 1
-        return json.dumps(
-            {
-                "version": "2",
-                "id": session_id,
-                "type": kind,
-                "seq": seq,
-                "serverseq": serverseq,
-                "position": format_duration(sent_samples / 8000),
-                "parameters": parameters,
-            }
-        )
+    secret = base64.b64decode(options.client_secret) if options.client_secret else None
+    headers = audiohook_headers(options.url, options.api_key, secret, session_id, organization_id)
+    messages = AudioHookMessages(session_id)
 
     def receive(websocket: ClientConnection, expected: str) -> dict:
-        nonlocal serverseq
         while True:
-            reply = json.loads(websocket.recv(timeout=30))
-            serverseq = reply["seq"]
+            reply = messages.received(websocket.recv(timeout=30))
             if reply["type"] == "disconnect":
                 raise SystemExit(f"server disconnected: {reply['parameters']}")
             if reply["type"] == expected:
                 return reply
 
     with connect(options.url, additional_headers=headers, max_size=2**20) as websocket:
-        open_parameters = {
-            "organizationId": organization_id,
-            "conversationId": str(uuid.uuid4()),
-            "participant": {
-                "id": str(uuid.uuid4()),
-                "ani": "+1-555-555-1234",
-                "aniName": "Demo Customer",
-                "dnis": "+1-800-555-6789",
-            },
-            "media": [
-                {
-                    "type": "audio",
-                    "format": "PCMU",
-                    "channels": ["external", "internal"],
-                    "rate": 8000,
-                },
-                {"type": "audio", "format": "PCMU", "channels": ["external"], "rate": 8000},
-                {"type": "audio", "format": "PCMU", "channels": ["internal"], "rate": 8000},
-            ],
-            "language": "en-US",
-        }
-        websocket.send(message("open", open_parameters))
+        websocket.send(
+            messages.message("open", open_parameters(organization_id, str(uuid.uuid4())))
+        )
         opened = receive(websocket, "opened")
         print("opened:", json.dumps(opened["parameters"]["media"]))
         frame_bytes = round(FRAME_SECONDS * 8000) * 2
@@ -120,15 +141,18 @@ def main() -> None:
         for offset in range(0, len(payload), frame_bytes):
             frame = payload[offset : offset + frame_bytes]
             websocket.send(frame)
-            sent_samples += len(frame) // 2
+            messages.sent_samples += len(frame) // 2
             if not options.fast:
-                time.sleep(max(0.0, started + sent_samples / 8000 - time.monotonic()))
+                time.sleep(max(0.0, started + messages.sent_samples / 8000 - time.monotonic()))
             if time.monotonic() - last_ping >= PING_SECONDS:
-                websocket.send(message("ping", {}))
+                websocket.send(messages.message("ping", {}))
                 last_ping = time.monotonic()
-        websocket.send(message("close", {"reason": "end"}))
+        websocket.send(messages.message("close", {"reason": "end"}))
         receive(websocket, "closed")
-    print(f"sent {sent_samples / 8000:.1f} s of audio; the call is on the dashboard's Calls page")
+    print(
+        f"sent {messages.sent_samples / 8000:.1f} s of audio; "
+        "the call is on the dashboard's Calls page"
+    )
 
 
 if __name__ == "__main__":
