@@ -710,3 +710,28 @@ def test_example_client_streams_the_demo_call_to_a_real_server(tmp_path, model_a
             time.sleep(0.3)
     assert calls["items"][0]["duration_seconds"] == pytest.approx(63.5, abs=0.05)
     assert "partial" not in calls["items"][0]["tags"]
+
+
+def test_a_stream_write_token_is_an_api_key_and_other_scopes_or_revoked_ones_are_not(client):
+    """Genesys may send a revocable callmood token as its X-API-KEY (docs/access.md)."""
+    from callmood import store
+    from callmood.store.tokens import create_token, revoke_token
+
+    factory = client.app.state.session_factory
+    with store.session_scope(factory) as session:
+        phone = create_token(session, "genesys", ["stream:write"], "test")[1]
+        reader = create_token(session, "bi-tool", ["calls:read"], "test")[1]
+    headers = genesys_headers(api_key=phone)
+    with connect(client, headers) as websocket:
+        genesys = session_of(websocket, headers)
+        assert genesys.open()["type"] == "opened"
+        assert genesys.close()["type"] == "closed"
+    with connect(client, genesys_headers(api_key=reader)) as websocket:
+        refusal = websocket.receive_json()
+    assert refusal["parameters"]["reason"] == "unauthorized"
+    assert "stream:write" in refusal["parameters"]["info"]
+    with store.session_scope(factory) as session:
+        revoke_token(session, "genesys")
+    with connect(client, genesys_headers(api_key=phone)) as websocket:
+        refusal = websocket.receive_json()
+    assert refusal["parameters"]["info"] == "the X-API-KEY is not an active callmood token"

@@ -36,6 +36,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from callmood.errors import CallmoodError
+from callmood.service import deps
 from callmood.service.routes.stream import (
     CLOSE_NORMAL,
     MAX_STREAM_SECONDS,
@@ -44,6 +45,7 @@ from callmood.service.routes.stream import (
     StreamStart,
     close_reason,
 )
+from callmood.store.tokens import TOKEN_PREFIX
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -507,13 +509,24 @@ def check_authorised(websocket: WebSocket) -> None:
     settings = websocket.app.state.settings
     if settings.auth_disabled:
         return
-    if settings.audiohook_api_key is None:
+    api_key = _header(websocket.headers, "x-api-key") or ""
+    # The key Genesys sends is either the configured audiohook_api_key or a callmood
+    # integration token with the stream:write scope (revocable on its own, docs/access.md).
+    is_token = api_key.startswith(TOKEN_PREFIX)
+    token = deps.scoped_token_actor(websocket, api_key) if is_token else None
+    if token is not None:
+        problem = deps.scope_refusal(token, "stream:write")
+        if problem is not None:
+            raise AudioHookUnauthorized(problem)
+    elif is_token:
+        raise AudioHookUnauthorized("the X-API-KEY is not an active callmood token")
+    elif settings.audiohook_api_key is None:
         raise AudioHookUnauthorized(
             "the AudioHook connector is not configured (set audiohook_api_key)"
         )
-    api_key = _header(websocket.headers, "x-api-key") or ""
-    expected = settings.audiohook_api_key.get_secret_value()
-    if not hmac.compare_digest(api_key.encode(), expected.encode()):
+    elif not hmac.compare_digest(
+        api_key.encode(), settings.audiohook_api_key.get_secret_value().encode()
+    ):
         raise AudioHookUnauthorized("wrong or missing X-API-KEY")
     if settings.audiohook_client_secret is not None:
         scope = websocket.scope
