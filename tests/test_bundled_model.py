@@ -43,7 +43,7 @@ def test_model_json_records_features_and_training_data():
     metadata = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())
     assert metadata["feature_config"]["kind"] in {"mfcc", "logmel"}
     assert metadata["feature_config"]["sample_rate"] == 16000
-    assert set(metadata["training"]["corpora"]) == {"ravdess", "emodb"}
+    assert set(metadata["training"]["corpora"]) == {"ravdess", "emodb", "ased"}
     # Callers are normalised against the training data's statistics (callmood.normalization).
     prior = metadata["caller_normalization"]
     assert len(prior["mean"]) == len(prior["std"]) == metadata["model_config"]["num_features"]
@@ -55,6 +55,8 @@ def test_model_card_states_the_non_commercial_license_and_limits():
     assert "CC BY-NC-SA 4.0" in card
     assert "non-commercial" in card.lower()
     assert "acted" in card.lower()
+    # Every training corpus's terms: ASED is free for research, with its paper cited.
+    assert "ASED" in card and "Retta" in card and "research" in card
 
 
 def test_bundled_model_predicts_probabilities_of_the_four_classes_on_real_speech(
