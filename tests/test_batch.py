@@ -219,6 +219,9 @@ def test_rules_file_reaches_every_worker_and_fills_the_alerts_table(first_run):
     assert set(alerts_per_call.index) == set(results.calls["call_hash"])
     assert (results.calls.set_index("call_hash")["alert_count"] == alerts_per_call).all()
     assert (results.alerts["closed_at"] >= results.alerts["opened_at"]).all()
+    # The condition began at opened_at and the rule was satisfied at confirmed_at.
+    assert results.alerts["confirmed_at"].notna().all()
+    assert (results.alerts["confirmed_at"] >= results.alerts["opened_at"]).all()
 
 
 def test_analysed_calls_are_also_stored_once_in_the_service_database(archive, first_run):
@@ -373,3 +376,27 @@ def test_command_line_answers_bad_arguments_with_one_clear_line(
 
     assert exited.value.code == 2
     assert problem in " ".join(capsys.readouterr().err.split())
+
+
+def test_an_output_folder_written_before_confirmed_at_still_reads(tmp_path):
+    """Alerts written without the confirmed_at column read back with it empty."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from callmood.batch.output import read_batch_table
+    from callmood.batch.tables import ALERTS_SCHEMA
+
+    old_schema = pa.schema([field for field in ALERTS_SCHEMA if field.name != "confirmed_at"])
+    row = {name: None for name in old_schema.names} | {
+        "call_hash": "c" * 64,
+        "alert_id": "angry_customer:customer:19000",
+        "rule": "angry_customer",
+        "opened_at": 13.0,
+        "evidence": [],
+    }
+    (tmp_path / "alerts").mkdir()
+    old_table = pa.Table.from_pylist([row], schema=old_schema)
+    pq.write_table(old_table, tmp_path / "alerts" / "c.parquet")
+    alerts = read_batch_table(tmp_path, "alerts").to_pylist()
+    assert alerts[0]["opened_at"] == 13.0
+    assert alerts[0]["confirmed_at"] is None

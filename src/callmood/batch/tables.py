@@ -78,6 +78,9 @@ ALERTS_SCHEMA = pa.schema(
         ("speaker", pa.string()),
         ("severity", pa.string()),
         ("opened_at", pa.float64()),
+        # When the rule was satisfied (opened_at is where its condition began); null in
+        # outputs written before 3 December 2026.
+        ("confirmed_at", pa.float64()),
         ("closed_at", pa.float64()),
         ("value", pa.float64()),
         ("message", pa.string()),
@@ -175,6 +178,7 @@ def result_tables(call_hash: str, paths: Sequence[str], result: CallResult) -> d
             "speaker": alert.speaker,
             "severity": alert.severity,
             "opened_at": alert.opened_at,
+            "confirmed_at": alert.confirmed_at,
             "closed_at": alert.closed_at,
             "value": alert.value,
             "message": alert.message,
