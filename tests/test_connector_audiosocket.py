@@ -443,13 +443,15 @@ def test_serve_audiosocket_option_starts_the_listener(monkeypatch, capsys, tmp_p
     import uvicorn
 
     served: dict[str, object] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app))
+    # `serve` runs a uvicorn.Server of its own: record its app instead of serving it.
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server: served.update(app=server.config.app))
+    address = f"127.0.0.1:{free_port()}"
     code, err = run_cli(
-        monkeypatch, capsys, "serve", "--data-dir", tmp_path, "--audiosocket", "127.0.0.1:9092"
+        monkeypatch, capsys, "serve", "--data-dir", tmp_path, "--audiosocket", address
     )
     assert code == 0, err
-    assert served["app"].state.settings.audiosocket == "127.0.0.1:9092"
-    assert "AudioSocket listening on 127.0.0.1:9092 (clients: any address)" in err
+    assert served["app"].state.settings.audiosocket == address
+    assert f"AudioSocket listening on {address} (clients: any address)" in err
 
 
 def test_example_client_streams_the_demo_call(served, model_available):
