@@ -574,14 +574,14 @@ def test_path_traversal_and_unicode_file_names_stay_names(filename, stored_name,
                 lambda c: c.post(
                     "/api/calls", files={"file": ("c.wav", b"x")}, data={"name": "a\x00"}
                 ),
-                "name: Value error, must not contain NUL characters",
+                "invalid upload options: name: must not contain NUL characters",
             ),
             (
                 "upload_tags_with_nul",
                 lambda c: c.post(
                     "/api/calls", files={"file": ("c.wav", b"x")}, data={"tags": "a\x00"}
                 ),
-                "tags: Value error, must not contain NUL characters",
+                "invalid upload options: tags: must not contain NUL characters",
             ),
             (
                 "offset_beyond_any_integer",
