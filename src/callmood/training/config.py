@@ -297,6 +297,16 @@ class TrainingConfig(_Strict):
             "0 = the joined loss only"
         ),
     )
+    corpus_adversarial: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "weight of a corpus classifier trained through gradient reversal on the joined "
+            "branch outputs (domain-adversarial training), so that the network learns features "
+            "that do not tell the training corpora apart; needs >= 2 training corpora; "
+            "0 = off. The classifier is training-only: the exported network is unchanged"
+        ),
+    )
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
     num_threads: int | None = Field(
         1, ge=1, description="torch CPU threads (None = torch's default)"

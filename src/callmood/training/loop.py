@@ -107,6 +107,47 @@ def model_speaker_statistics(
     return speaker_clip_statistics(clips, model.config.statistics_deltas)
 
 
+class _GradientReversal(torch.autograd.Function):
+    """Identity forward; the gradient comes back negated and scaled."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, scale: float
+    ) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple:
+        return -ctx.scale * grad, None
+
+
+class CorpusAdversary(torch.nn.Module):
+    """Tells the training corpora apart from the network's joined branch outputs, behind a
+    gradient reversal (Ganin & Lempitsky 2015, domain-adversarial training).
+
+    Minimising its cross-entropy trains it to find the corpus, and the reversed gradient moves
+    the network's features so that it cannot: what is left is less of the studio, language and
+    microphone that a caller never shares with the training corpora. Training-only: it is not
+    part of the exported model.
+    """
+
+    def __init__(self, width: int, num_corpora: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Linear(width, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, num_corpora)
+        )
+
+    def forward(self, joined: torch.Tensor, scale: float) -> torch.Tensor:
+        return self.layers(_GradientReversal.apply(joined, scale))
+
+
+def adversarial_scale(progress: float) -> float:
+    """The reversal's strength at `progress` (0..1) of training: 0 while the features are
+    still noise, rising smoothly to 1 (the schedule of Ganin & Lempitsky)."""
+    return 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0
+
+
 def class_weights(counts: np.ndarray) -> torch.Tensor:
     """Inverse-frequency weights, ``N / (classes * count)``: each class weighs the same in total."""
     counts = np.maximum(counts, 1)
@@ -418,8 +459,12 @@ def train_model(
                 else config.caller_normalization.memory_seconds / hop
             ),
         )
+    adversary, corpus_targets = _corpus_adversary(config, model, clips, train_indices)
+    trained = list(model.parameters())
+    if adversary is not None:
+        trained += list(adversary.parameters())
     optimizer = torch.optim.AdamW(
-        model.parameters(),
+        trained,
         lr=config.optimizer.learning_rate,
         weight_decay=config.optimizer.weight_decay,
     )
@@ -453,6 +498,8 @@ def train_model(
                 "use a fresh output folder"
             )
         model.load_state_dict(state["model"])
+        if adversary is not None:
+            adversary.load_state_dict(state["adversary"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _restore_rng(rng, state["rng"])
@@ -512,6 +559,11 @@ def train_model(
             )
             logits = model.joined_logits(parts)
             loss = F.cross_entropy(logits, targets, weight=weights)
+            if adversary is not None:
+                progress = (epoch * steps_per_epoch + step) / (config.epochs * steps_per_epoch)
+                corpus_logits = adversary(torch.cat(parts, dim=1), adversarial_scale(progress))
+                corpus_loss = F.cross_entropy(corpus_logits, corpus_targets[batch])
+                loss = loss + config.corpus_adversarial * corpus_loss
             if config.branch_loss > 0:
                 branch_losses = [
                     F.cross_entropy(branch, targets, weight=weights)
@@ -520,7 +572,7 @@ def train_model(
                 loss = loss + config.branch_loss * torch.stack(branch_losses).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            torch.nn.utils.clip_grad_norm_(trained, 5.0)
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
@@ -564,6 +616,7 @@ def train_model(
                     "format": CHECKPOINT_FORMAT,
                     "config": _config_fingerprint(config),
                     "model": model.state_dict(),
+                    "adversary": {} if adversary is None else adversary.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "rng": _rng_state(rng),
@@ -595,6 +648,27 @@ def train_model(
         seconds=time.perf_counter() - started,
         caller_prior=caller_prior,
     )
+
+
+def _corpus_adversary(
+    config: TrainingConfig, model: torch.nn.Module, clips: ClipSet, train_indices: np.ndarray
+) -> tuple[CorpusAdversary | None, torch.Tensor | None]:
+    """With `corpus_adversarial`, the adversary and every clip's training-corpus index
+    (-1 for clips of other corpora, which never reach a training batch)."""
+    if config.corpus_adversarial <= 0:
+        return None, None
+    corpora = sorted(set(clips.corpora[train_indices].tolist()))
+    if len(corpora) < 2:
+        raise TrainingConfigError(
+            f"corpus_adversarial needs at least 2 training corpora, got {', '.join(corpora)}"
+        )
+    if config.augmentation.mixup_alpha > 0:
+        raise TrainingConfigError(
+            "corpus_adversarial does not combine with mixup (a mixed crop has no one corpus)"
+        )
+    index = {name: i for i, name in enumerate(corpora)}
+    targets = torch.tensor([index.get(name, -1) for name in clips.corpora], dtype=torch.long)
+    return CorpusAdversary(model.classifier.in_features, len(corpora)), targets
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
