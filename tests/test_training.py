@@ -331,3 +331,22 @@ def test_trim_silence_cuts_room_tone_around_the_sentence_but_keeps_all_speech(ra
     assert np.count_nonzero(np.abs(trimmed) > 0.5 * np.abs(padded).max()) == loud.sum()
     # Silence alone is left as it is rather than cut to nothing.
     assert len(trim_silence(np.zeros(8000, np.float32), 16000, top_db=35)) == 8000
+
+
+@pytest.mark.parametrize("total_steps", [1, 2, 5, 10, 20])
+def test_the_one_cycle_schedule_takes_a_run_of_any_length(emodb_dir, total_steps):
+    # 10 steps at the default 0.1 warm-up is a warm-up of exactly one step, on which
+    # torch's OneCycleLR divides by zero: a small data set must still train.
+    from callmood.training.loop import _make_scheduler
+
+    config = tiny_config(emodb_dir, schedule={"kind": "onecycle", "warmup_fraction": 0.1})
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([weight], lr=config.optimizer.learning_rate)
+    scheduler = _make_scheduler(config, optimizer, total_steps)
+    rates = []
+    for _ in range(total_steps):
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert all(np.isfinite(rates))
+    assert max(rates) <= config.optimizer.learning_rate * (1 + 1e-6)

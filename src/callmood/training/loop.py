@@ -234,11 +234,16 @@ def _make_scheduler(
 ) -> torch.optim.lr_scheduler.LRScheduler:
     schedule = config.schedule
     if schedule.kind == "onecycle":
+        warmup_fraction = max(schedule.warmup_fraction, 1e-3)
+        if math.isclose(warmup_fraction * total_steps, 1.0):
+            # A warm-up of exactly one step makes OneCycleLR divide by zero (a small data set:
+            # 10 steps at 0.1); just under one step is the same schedule.
+            warmup_fraction = 0.99 / total_steps
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=config.optimizer.learning_rate,
             total_steps=total_steps,
-            pct_start=max(schedule.warmup_fraction, 1e-3),
+            pct_start=warmup_fraction,
         )
     warmup = int(schedule.warmup_fraction * total_steps) if schedule.kind == "cosine" else 0
 
