@@ -141,8 +141,13 @@ def child_baseline(path: Path, windows_file: Path | None, threads: int) -> dict:
             center=config.center,
             pad_mode="constant",
         )  # librosa's default top_db=80 is callmood's too
+        features = torch.from_numpy(mfcc)[None].float()
+        # The original way has no caller normalisation: a model with absolute statistics
+        # gets the same maps as both of its inputs (the same work as one input, plus its
+        # statistics).
+        extra = {"absolute_features": features} if model.config.absolute_statistics else {}
         with torch.no_grad():
-            return torch.softmax(model(torch.from_numpy(mfcc)[None].float()), dim=-1)
+            return torch.softmax(model(features, **extra), dim=-1)
 
     predict(np.zeros(window_samples, np.float32))  # warm-up: librosa's numba compilation
     start = time.perf_counter()
