@@ -82,14 +82,13 @@ def test_off_the_model_and_its_metadata_are_as_before():
         on(torch.zeros(1, 40, 64))
 
 
-def test_the_bundled_model_takes_the_absolute_statistics():
-    # Since 3 December 2026 the bundled recipe has them (docs/results.md); both backends know.
+def test_the_bundled_model_is_unchanged():
     package = load_model_package()
-    assert package.metadata["model_config"]["absolute_statistics"] is True
-    for backend in ("onnx", "torch"):
-        assert EmotionModel.load(backend=backend).absolute_statistics
-    with pytest.raises(ModelInputError, match="pass absolute_features"):
-        package.model(torch.zeros(1, 40, 300))
+    assert "absolute_statistics" not in package.metadata["model_config"]
+    model = EmotionModel.load(backend="onnx")
+    assert not model.absolute_statistics
+    with pytest.raises(ModelInputError, match="without absolute_statistics"):
+        package.model(torch.zeros(1, 40, 300), absolute_features=torch.zeros(1, 40, 300))
 
 
 def test_the_absolute_level_reaches_the_network_through_the_new_branch():

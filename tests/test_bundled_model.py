@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from callmood.features import FeatureExtractor
-from callmood.models.package import ABSOLUTE_INPUT, DEFAULT_MODEL_DIR, load_model_package
+from callmood.models.package import DEFAULT_MODEL_DIR, load_model_package
 from callmood.normalization import normalize_alone
 from callmood.training.data import decode_clip
 
@@ -23,18 +23,11 @@ def package():
 
 
 def features_of(package, path):
-    """The clip's features as the network takes them: normalised as a caller of its own,
-    and (the bundled model has `absolute_statistics`) the same features before that."""
+    """The clip's features as the network takes them: normalised as a caller of its own."""
     waveform = decode_clip(path, package.feature_config.sample_rate)
     with torch.no_grad():
         features = FeatureExtractor(package.feature_config)(torch.from_numpy(waveform)[None])
-    return normalize_alone(features, package.caller_prior), features
-
-
-def probabilities(package, clip):
-    normalized, absolute = clip
-    with torch.no_grad():
-        return package.model(normalized, absolute_features=absolute).softmax(-1)
+    return normalize_alone(features, package.caller_prior)
 
 
 def test_bundled_model_is_the_four_class_default_and_small(package):
@@ -72,8 +65,9 @@ def test_bundled_model_predicts_probabilities_of_the_four_classes_on_real_speech
     angry = [features_of(package, ravdess_dir / "Actor_12" / f"{c}.flac") for c in ANGRY_CLIPS]
     neutral = [features_of(package, ravdess_dir / "Actor_12" / f"{c}.flac") for c in NEUTRAL_CLIPS]
 
-    angry_probabilities = torch.cat([probabilities(package, clip) for clip in angry])
-    neutral_probabilities = torch.cat([probabilities(package, clip) for clip in neutral])
+    with torch.no_grad():
+        angry_probabilities = torch.cat([package.model(f).softmax(-1) for f in angry])
+        neutral_probabilities = torch.cat([package.model(f).softmax(-1) for f in neutral])
 
     assert angry_probabilities.shape == (3, 4)
     torch.testing.assert_close(angry_probabilities.sum(-1), torch.ones(3))
@@ -90,17 +84,13 @@ def test_bundled_model_predicts_probabilities_of_the_four_classes_on_real_speech
 def test_onnx_graph_agrees_with_torch_on_a_real_clip(package, ravdess_dir):
     import onnxruntime
 
-    features, absolute = features_of(package, ravdess_dir / "Actor_12" / f"{ANGRY_CLIPS[0]}.flac")
+    features = features_of(package, ravdess_dir / "Actor_12" / f"{ANGRY_CLIPS[0]}.flac")
     session = onnxruntime.InferenceSession(
         str(DEFAULT_MODEL_DIR / "model.onnx"), providers=["CPUExecutionProvider"]
     )
-    # Two inputs: the caller-normalised window and the same window before normalisation.
-    assert [i.name for i in session.get_inputs()] == ["features", ABSOLUTE_INPUT]
 
-    (onnx_logits,) = session.run(
-        ["logits"], {"features": features.numpy(), ABSOLUTE_INPUT: absolute.numpy()}
-    )
+    (onnx_logits,) = session.run(["logits"], {"features": features.numpy()})
     with torch.no_grad():
-        torch_logits = package.model(features, absolute_features=absolute).numpy()
+        torch_logits = package.model(features).numpy()
 
     np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4)

@@ -43,7 +43,11 @@ def hand_as_calls(rows) -> tuple[float, float]:
         features = model.window_features(audio, [0], len(audio))[0]
         normalizer = normalizers.setdefault(row.speaker, CallerNormalizer(model.caller_prior))
         normalized = normalizer.normalize(features)
-        probabilities = model.predict_features(normalized[None], normalized=True)[0]
+        # The bundled model also takes each clip as it is (absolute_statistics).
+        absolute = features[None] if model.absolute_statistics else None
+        probabilities = model.predict_features(
+            normalized[None], normalized=True, absolute=absolute
+        )[0]
         truth.append(row.label)
         guesses.append(model.labels[int(np.argmax(probabilities))])
     recalls = [
