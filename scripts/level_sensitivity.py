@@ -2,7 +2,8 @@
 
 A contact centre's lines are not calibrated: one trunk delivers speech 10 dB hotter than
 another. A model that calls a loud line angry raises alerts about the line, not the caller.
-This plays every clip of one corpus (trimmed, as training reads them) through the model as
+This plays every clip of one corpus (trimmed as each model was trained: its model.json's
+`trim_silence_db`) through the model as
 the first window of a call of its own, at several gains, and prints, per gain and model, the
 share of each predicted class, UA against the clips' labels, and how many answers differ
 from the answer at 0 dB.
@@ -20,6 +21,7 @@ import numpy as np
 
 from callmood.corpora import CORPORA
 from callmood.inference import EmotionModel
+from callmood.models.package import read_model_metadata
 from callmood.training.data import decode_clip, map_labels, trim_silence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +34,6 @@ def main() -> None:
     parser.add_argument("--path", type=Path, help="corpus folder (default ../shared/data/NAME)")
     parser.add_argument("--gains", type=float, nargs="+", default=[-12, -6, 0, 6, 12])
     parser.add_argument("--limit", type=int, default=400, help="clips used (every k-th)")
-    parser.add_argument("--trim-db", type=float, default=35.0)
     args = parser.parse_args()
     path = args.path or REPO_ROOT.parent / "shared" / "data" / args.corpus
 
@@ -43,15 +44,20 @@ def main() -> None:
     step = max(1, len(kept) // args.limit)
     kept = kept[::step]
     print(f"{args.corpus}: {len(kept)} clips, {', '.join(labels)}\n")
-    clips = [
-        trim_silence(decode_clip(r.path), models[0].sample_rate, args.trim_db) for r, _ in kept
-    ]
+    audio = [decode_clip(r.path, models[0].sample_rate) for r, _ in kept]
     truth = np.array([labels.index(n) for _, n in kept])
 
     header = "| model | gain dB | UA % | changed vs 0 dB % | " + " | ".join(labels) + " |"
     print(header)
     print("|" + "---|" * (4 + len(labels)))
     for directory, model in zip(args.models, models, strict=True):
+        # Each model hears the clips as it was trained on them.
+        trim_db = read_model_metadata(directory).get("trim_silence_db")
+        clips = (
+            audio
+            if trim_db is None
+            else [trim_silence(a, model.sample_rate, trim_db) for a in audio]
+        )
         answers = {}
         for gain in args.gains:
             scale = 10 ** (gain / 20)
