@@ -26,6 +26,16 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+class TrainingInterrupted(Exception):
+    """What :func:`stop_after_first_epoch` raises: a run killed after its first checkpoint."""
+
+
+def stop_after_first_epoch(record) -> None:
+    """`on_epoch_end` for train_model that interrupts the run once epoch 0 is checkpointed."""
+    if record.epoch == 0:
+        raise TrainingInterrupted
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real corpora folder (../shared/data): RAVDESS, EmoDB and ASED as 16 kHz FLAC."""

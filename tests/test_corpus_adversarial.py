@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import TrainingInterrupted, stop_after_first_epoch
 
 from callmood.training.config import TrainingConfigError, parse_training_config
 from callmood.training.data import build_clip_set, map_labels
@@ -134,14 +135,7 @@ def test_resuming_an_adversarial_run_equals_running_it_through(
     none = np.array([], dtype=np.int64)
     through = train_model(config, two_corpora, everything, none)
 
-    class Interrupted(Exception):
-        pass
-
-    def stop_after_first_epoch(record):
-        if record.epoch == 0:
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
+    with pytest.raises(TrainingInterrupted):
         train_model(
             config,
             two_corpora,

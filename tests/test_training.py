@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import TrainingInterrupted, stop_after_first_epoch
 from typer.testing import CliRunner
 
 from callmood.cli import app
@@ -120,14 +121,7 @@ def test_resumed_training_equals_uninterrupted_training(emodb_dir, angry_neutral
 
     straight = train_model(config, clips, train_indices, validation_indices, checkpoint_dir=None)
 
-    class Interrupted(Exception):
-        pass
-
-    def stop_after_first_epoch(record):
-        if record.epoch == 0:
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
+    with pytest.raises(TrainingInterrupted):
         train_model(
             config,
             clips,
