@@ -69,6 +69,11 @@ class ModelConfig:
     # set_absolute_statistics). Caller normalisation removes the absolute level and spectral
     # tilt that carry anger; these give them back (docs/training.md).
     absolute_statistics: bool = False
+    # With the statistics branch, a hidden layer of this many units (GELU, dropout) between
+    # the statistics (normalised and absolute) and the decision: a small classifier of the
+    # functionals inside the network, where a classic SER system puts an RBF SVM. 0: the
+    # statistics go straight to the one linear decision layer.
+    statistics_hidden: int = 0
 
     def __post_init__(self) -> None:
         problems = []
@@ -118,6 +123,11 @@ class ModelConfig:
         for flag in ("statistics_deltas", "statistics_per_speaker", "absolute_statistics"):
             if getattr(self, flag) is True and self.statistics_branch is not True:
                 problems.append(f"{flag} needs statistics_branch: true")
+        hidden = self.statistics_hidden
+        if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 0:
+            problems.append(f"statistics_hidden must be an integer >= 0, got {hidden!r}")
+        elif hidden and self.statistics_branch is not True:
+            problems.append("statistics_hidden needs statistics_branch: true")
         if self.absolute_statistics is True and self.statistics_per_speaker is True:
             # Per-speaker statistics are the transductive protocol; absolute ones the plain.
             problems.append("absolute_statistics and statistics_per_speaker exclude each other")
@@ -135,6 +145,8 @@ class ModelConfig:
         if not self.absolute_statistics:
             # Left out when off, so model.json of every model without it reads as before.
             del values["absolute_statistics"]
+        if not self.statistics_hidden:
+            del values["statistics_hidden"]
         return values
 
     @classmethod
@@ -347,11 +359,19 @@ class ParallelCNNTransformer(nn.Module):
         self.conv_branch1 = ConvBranch(self.config)
         self.conv_branch2 = ConvBranch(self.config)
         self.transformer_branch = TransformerBranch(self.config)
+        statistics = self.statistics_size * (2 if self.config.absolute_statistics else 1)
+        if self.config.statistics_hidden:
+            self.statistics_head = nn.Sequential(
+                nn.Linear(statistics, self.config.statistics_hidden),
+                nn.GELU(),
+                nn.Dropout(self.config.cnn_dropout),
+            )
+            statistics = self.config.statistics_hidden
         joined = (
             self.conv_branch1.output_size
             + self.conv_branch2.output_size
             + self.transformer_branch.output_size
-            + self.statistics_size * (2 if self.config.absolute_statistics else 1)
+            + statistics
         )
         self.classifier = nn.Linear(joined, self.config.num_classes)
         logger.info("ParallelCNNTransformer: %d parameters", self.num_parameters())
@@ -484,6 +504,9 @@ class ParallelCNNTransformer(nn.Module):
             raise ModelInputError(
                 "absolute_features were given to a model without absolute_statistics"
             )
+        if self.config.statistics_hidden:
+            # One part for all the statistics: the hidden layer sees them together.
+            parts = [*parts[:3], self.statistics_head(torch.cat(parts[3:], dim=1))]
         return parts
 
     def joined_logits(self, parts: list[torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,118 @@
+"""model.statistics_hidden: a hidden layer between the statistics and the decision, inside
+the exported network; off (0), every model is exactly as before."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from callmood.inference import EmotionModel
+from callmood.models.package import load_model_package
+from callmood.models.parallel_cnn_transformer import (
+    ModelConfig,
+    ModelInputError,
+    ParallelCNNTransformer,
+)
+from callmood.training.config import parse_training_config
+from callmood.training.data import build_clip_set, map_labels
+
+TINY_MODEL = {
+    "cnn_channels": [4, 8, 16],
+    "transformer_layers": 1,
+    "transformer_feedforward": 64,
+    "transformer_time_pool": 8,
+    "statistics_branch": True,
+    "statistics_deltas": True,
+    "absolute_statistics": True,
+    "statistics_hidden": 16,
+}
+
+
+def test_the_option_is_checked_by_name():
+    with pytest.raises(ModelInputError, match="statistics_hidden needs statistics_branch"):
+        ModelConfig(statistics_hidden=32)
+    for bad in (-1, 2.5, True, "64"):
+        with pytest.raises(ModelInputError, match="statistics_hidden must be an integer >= 0"):
+            ModelConfig(statistics_branch=True, statistics_hidden=bad)
+
+
+def test_off_the_model_and_its_metadata_are_as_before():
+    torch.manual_seed(0)
+    plain = ParallelCNNTransformer(ModelConfig(num_classes=4, statistics_branch=True))
+    # No new weights and no new model.json key: the bundled model and older packages load.
+    assert "statistics_hidden" not in plain.config.to_dict()
+    assert not any("statistics_head" in name for name in plain.state_dict())
+    assert "statistics_hidden" not in load_model_package().metadata["model_config"]
+
+
+def test_the_statistics_reach_the_decision_through_one_hidden_part():
+    torch.manual_seed(0)
+    config = ModelConfig(num_classes=4, statistics_branch=True, statistics_deltas=True)
+    config.statistics_hidden = 24
+    model = ParallelCNNTransformer(ModelConfig.from_dict(config.to_dict())).eval()
+    assert model.config.to_dict()["statistics_hidden"] == 24
+    features = torch.randn(3, 40, 200)
+    with torch.no_grad():
+        parts = model.branches(features)
+        # Three branches and the hidden layer's output: branch_loss treats it as one branch.
+        assert [p.shape[1] for p in parts][-1] == 24 and len(parts) == 4
+        joined = model.joined_logits(parts)
+        each = model.branch_logits(parts)
+        bias = model.classifier.bias
+        torch.testing.assert_close(sum(each) - (len(each) - 1) * bias, joined)
+        # A louder, faster-moving copy changes the statistics, and so the answer.
+        other = model(features * 3.0)
+    assert not torch.allclose(joined, other, atol=1e-4)
+
+
+def test_a_trained_model_exports_and_onnx_agrees_with_torch(emodb_dir, tmp_path):
+    from callmood.corpora import prepare_emodb
+    from callmood.training.loop import train_model
+    from callmood.training.run import save_package
+
+    config = parse_training_config(
+        {
+            "name": "statistics-hidden-test",
+            "corpora": [{"name": "emodb", "path": str(emodb_dir)}],
+            "label_set": "emodb7",
+            "classes": ["neutral", "angry"],
+            "model": TINY_MODEL,
+            "epochs": 1,
+            "batch_size": 16,
+            "crop_seconds": 1.5,
+            "validation": {"fraction": 0.0},
+            "caller_normalization": {"enabled": True, "prior_seconds": 3.0},
+            "branch_loss": 1,
+            "num_threads": 1,
+            "seed": 0,
+        }
+    )
+    rows, labels = map_labels(prepare_emodb(emodb_dir), config.label_set)
+    kept = [
+        (row, label)
+        for row, label in zip(rows, labels, strict=True)
+        if label in config.classes and row.speaker in {"emodb:09", "emodb:10"}
+    ]
+    clips = build_clip_set(
+        [k[0] for k in kept],
+        [k[1] for k in kept],
+        config.class_names(),
+        config.feature_config(),
+        keep_waveforms=False,
+    )
+    result = train_model(config, clips, np.arange(len(clips.rows)), np.array([], dtype=np.int64))
+    directory = save_package(config, clips, result, tmp_path / "model", {})
+    assert (
+        json.loads((directory / "model.json").read_text())["model_config"]["statistics_hidden"]
+        == 16
+    )
+    onnx = EmotionModel.load(directory, backend="onnx", num_threads=1)
+    by_torch = EmotionModel.load(directory, backend="torch")
+    for clip in clips.features[:4]:
+        window = np.asarray(clip)[None, :, :300]  # caller-normalised inside, as a call alone
+        a = onnx.predict_features(window)
+        b = by_torch.predict_features(window)
+        np.testing.assert_allclose(a, b, atol=1e-4)
