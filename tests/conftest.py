@@ -36,6 +36,30 @@ def stop_after_first_epoch(record) -> None:
         raise TrainingInterrupted
 
 
+def emodb_clips(emodb_dir, config, *, speakers=None, keep_waveforms=False, normalized=False):
+    """EmoDB clips of the config's classes (of `speakers` only, if given), featurised.
+
+    `normalized`: each speaker's features standardised with their own statistics.
+    """
+    from callmood.corpora import prepare_emodb
+    from callmood.training.data import build_clip_set, map_labels
+
+    rows, labels = map_labels(prepare_emodb(emodb_dir), config.label_set)
+    kept = [
+        (r, label)
+        for r, label in zip(rows, labels, strict=True)
+        if label in config.classes and (speakers is None or r.speaker in speakers)
+    ]
+    return build_clip_set(
+        [k[0] for k in kept],
+        [k[1] for k in kept],
+        config.class_names(),
+        config.feature_config(),
+        keep_waveforms=keep_waveforms,
+        speaker_normalization=normalized,
+    )
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real corpora folder (../shared/data): RAVDESS, EmoDB and ASED as 16 kHz FLAC."""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from analysis_fixtures import build_two_party_call, ravdess_clip, trimmed, write_audio
+from conftest import emodb_clips
 
 from callmood.analysis import AnalysisOptions, analyze_call
 from callmood.audio import SAMPLE_RATE
@@ -21,7 +22,6 @@ from callmood.models.parallel_cnn_transformer import (
     time_statistics,
 )
 from callmood.training.config import TrainingConfigError, parse_training_config
-from callmood.training.data import build_clip_set, map_labels
 
 TINY_MODEL = {
     "cnn_channels": [4, 8, 16],
@@ -107,25 +107,12 @@ def test_the_absolute_level_reaches_the_network_through_the_new_branch():
 @pytest.fixture(scope="module")
 def trained(emodb_dir, tmp_path_factory):
     """One tiny epoch on three EmoDB speakers, saved as a package with its ONNX graph."""
-    from callmood.corpora import prepare_emodb
     from callmood.training.loop import train_model
     from callmood.training.run import save_package
 
     config = parse_training_config(config_values(emodb_dir))
-    rows, labels = map_labels(prepare_emodb(emodb_dir), config.label_set)
     speakers = {"emodb:09", "emodb:10", "emodb:11"}
-    kept = [
-        (row, label)
-        for row, label in zip(rows, labels, strict=True)
-        if label in config.classes and row.speaker in speakers
-    ]
-    clips = build_clip_set(
-        [k[0] for k in kept],
-        [k[1] for k in kept],
-        config.class_names(),
-        config.feature_config(),
-        keep_waveforms=True,
-    )
+    clips = emodb_clips(emodb_dir, config, speakers=speakers, keep_waveforms=True)
     indices = np.arange(len(clips.rows))
     result = train_model(config, clips, indices, np.array([], dtype=np.int64))
     directory = save_package(config, clips, result, tmp_path_factory.mktemp("abs"), {})

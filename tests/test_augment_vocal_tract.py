@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import emodb_clips
 
 from callmood.audio import load_audio
-from callmood.corpora import prepare_emodb
 from callmood.features import FeatureConfig, FeatureExtractor, mel_filterbank, vtlp_warp
 from callmood.training.augment import WaveformAugmenter
 from callmood.training.config import AugmentationConfig, TrainingConfigError, parse_training_config
-from callmood.training.data import build_clip_set, map_labels
 from callmood.training.loop import _BatchMaker
 
 LOGMEL = FeatureConfig(kind="logmel", n_mels=64)
@@ -46,19 +45,7 @@ def training_config(emodb_dir, **augmentation):
 def clips(emodb_dir):
     """Speaker 03's angry and neutral clips with their audio."""
     config = training_config(emodb_dir)
-    rows, labels = map_labels(prepare_emodb(emodb_dir), config.label_set)
-    kept = [
-        (row, label)
-        for row, label in zip(rows, labels, strict=True)
-        if label in config.classes and row.speaker == "emodb:03"
-    ]
-    return build_clip_set(
-        [row for row, _ in kept],
-        [label for _, label in kept],
-        config.class_names(),
-        config.feature_config(),
-        keep_waveforms=True,
-    )
+    return emodb_clips(emodb_dir, config, speakers={"emodb:03"}, keep_waveforms=True)
 
 
 def mel_centroid_hz(waveform: np.ndarray, warp: float) -> float:

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import emodb_clips
 
 from callmood.inference import EmotionModel
 from callmood.models.package import load_model_package
@@ -17,7 +18,6 @@ from callmood.models.parallel_cnn_transformer import (
     ParallelCNNTransformer,
 )
 from callmood.training.config import parse_training_config
-from callmood.training.data import build_clip_set, map_labels
 
 TINY_MODEL = {
     "cnn_channels": [4, 8, 16],
@@ -69,7 +69,6 @@ def test_the_statistics_reach_the_decision_through_one_hidden_part():
 
 
 def test_a_trained_model_exports_and_onnx_agrees_with_torch(emodb_dir, tmp_path):
-    from callmood.corpora import prepare_emodb
     from callmood.training.loop import train_model
     from callmood.training.run import save_package
 
@@ -90,19 +89,7 @@ def test_a_trained_model_exports_and_onnx_agrees_with_torch(emodb_dir, tmp_path)
             "seed": 0,
         }
     )
-    rows, labels = map_labels(prepare_emodb(emodb_dir), config.label_set)
-    kept = [
-        (row, label)
-        for row, label in zip(rows, labels, strict=True)
-        if label in config.classes and row.speaker in {"emodb:09", "emodb:10"}
-    ]
-    clips = build_clip_set(
-        [k[0] for k in kept],
-        [k[1] for k in kept],
-        config.class_names(),
-        config.feature_config(),
-        keep_waveforms=False,
-    )
+    clips = emodb_clips(emodb_dir, config, speakers={"emodb:09", "emodb:10"})
     result = train_model(config, clips, np.arange(len(clips.rows)), np.array([], dtype=np.int64))
     directory = save_package(config, clips, result, tmp_path / "model", {})
     assert (

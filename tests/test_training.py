@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TrainingInterrupted, stop_after_first_epoch
+from conftest import TrainingInterrupted, emodb_clips, stop_after_first_epoch
 from typer.testing import CliRunner
 
 from callmood.cli import app
 from callmood.corpora import prepare_emodb
 from callmood.manifest import write_manifest
 from callmood.training.config import parse_training_config
-from callmood.training.data import build_clip_set, map_labels
 from callmood.training.loop import CheckpointError, evaluate_clips, train_model
 
 # A small, fast network: learning must show even at this size.
@@ -43,27 +42,6 @@ def tiny_config(emodb_dir, **overrides):
     }
     values.update(overrides)
     return parse_training_config(values)
-
-
-def emodb_clips(emodb_dir, config, *, speakers=None, keep_waveforms=False, normalized=False):
-    """EmoDB clips of the config's classes (of `speakers` only, if given), featurised.
-
-    `normalized`: each speaker's features standardised with their own statistics.
-    """
-    rows, labels = map_labels(prepare_emodb(emodb_dir), config.label_set)
-    kept = [
-        (r, label)
-        for r, label in zip(rows, labels, strict=True)
-        if label in config.classes and (speakers is None or r.speaker in speakers)
-    ]
-    return build_clip_set(
-        [k[0] for k in kept],
-        [k[1] for k in kept],
-        config.class_names(),
-        config.feature_config(),
-        keep_waveforms=keep_waveforms,
-        speaker_normalization=normalized,
-    )
 
 
 @pytest.fixture(scope="module")
