@@ -212,3 +212,27 @@ def test_evaluation_feeds_the_absolute_clips_in_both_test_protocols(trained):
     package = load_model_package(directory)
     again, _ = predict_test_clips(package.model, clips, indices, package.caller_prior)
     assert again.unweighted_average_recall == metrics.unweighted_average_recall
+
+
+def test_without_the_level_a_gain_changes_nothing_and_the_shape_still_counts(emodb_dir):
+    with pytest.raises(ModelInputError, match="absolute_level: false needs absolute_statistics"):
+        ModelConfig(statistics_branch=True, absolute_level=False)
+    logmel = {**TINY_MODEL, "absolute_level": False}
+    with pytest.raises(TrainingConfigError, match="absolute_level: false needs features.kind"):
+        parse_training_config(
+            config_values(emodb_dir, model=logmel, features={"kind": "logmel", "n_mels": 64})
+        )
+    assert "absolute_level" not in ModelConfig(**TINY_MODEL).to_dict()  # the default: as before
+    torch.manual_seed(0)
+    model = ParallelCNNTransformer(ModelConfig(num_classes=4, **logmel)).eval()
+    assert model.config.to_dict()["absolute_level"] is False
+    features = torch.randn(2, 40, 300)
+    # A gain adds a constant to c0 alone (the DCT of a constant log-mel shift): no answer moves.
+    louder = features.clone()
+    louder[:, 0] += 6.0
+    brighter = features.clone()
+    brighter[:, 1] += 2.0  # another spectral tilt: the absolute shape still reaches the decision
+    with torch.no_grad():
+        base = model(features, absolute_features=features)
+        torch.testing.assert_close(model(features, absolute_features=louder), base)
+        assert not torch.allclose(model(features, absolute_features=brighter), base, atol=1e-4)

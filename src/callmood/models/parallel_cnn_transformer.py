@@ -69,6 +69,11 @@ class ModelConfig:
     # set_absolute_statistics). Caller normalisation removes the absolute level and spectral
     # tilt that carry anger; these give them back (docs/training.md).
     absolute_statistics: bool = False
+    # With absolute_statistics, false leaves out the absolute mean of the first feature (MFCC
+    # c0, the log energy): a line's gain shifts only that one (it adds a constant to every
+    # log-mel band, and the DCT puts a constant in c0 alone), so the network stays blind to
+    # the level of an uncalibrated line and keeps the absolute spectral shape.
+    absolute_level: bool = True
     # With the statistics branch, a hidden layer of this many units (GELU, dropout) between
     # the statistics (normalised and absolute) and the decision: a small classifier of the
     # functionals inside the network, where a classic SER system puts an RBF SVM. 0: the
@@ -117,12 +122,14 @@ class ModelConfig:
                 f"got {self.positional_encoding!r}"
             )
         flags = ("attention_pooling", "statistics_branch", "statistics_deltas")
-        for flag in (*flags, "statistics_per_speaker", "absolute_statistics"):
+        for flag in (*flags, "statistics_per_speaker", "absolute_statistics", "absolute_level"):
             if not isinstance(getattr(self, flag), bool):
                 problems.append(f"{flag} must be true or false, got {getattr(self, flag)!r}")
         for flag in ("statistics_deltas", "statistics_per_speaker", "absolute_statistics"):
             if getattr(self, flag) is True and self.statistics_branch is not True:
                 problems.append(f"{flag} needs statistics_branch: true")
+        if self.absolute_level is False and self.absolute_statistics is not True:
+            problems.append("absolute_level: false needs absolute_statistics: true")
         hidden = self.statistics_hidden
         if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 0:
             problems.append(f"statistics_hidden must be an integer >= 0, got {hidden!r}")
@@ -147,6 +154,8 @@ class ModelConfig:
             del values["absolute_statistics"]
         if not self.statistics_hidden:
             del values["statistics_hidden"]
+        if self.absolute_level:
+            del values["absolute_level"]
         return values
 
     @classmethod
@@ -499,7 +508,11 @@ class ParallelCNNTransformer(nn.Module):
                     f"{tuple(features.shape)}"
                 )
             absolute = time_statistics(absolute_features, frame_mask, self.config.statistics_deltas)
-            parts.append((absolute - self.absolute_mean) / self.absolute_std)
+            absolute = (absolute - self.absolute_mean) / self.absolute_std
+            if not self.config.absolute_level:
+                # The first statistic is the mean of c0: the line's level (see the config).
+                absolute = torch.cat([torch.zeros_like(absolute[:, :1]), absolute[:, 1:]], dim=1)
+            parts.append(absolute)
         elif absolute_features is not None:
             raise ModelInputError(
                 "absolute_features were given to a model without absolute_statistics"

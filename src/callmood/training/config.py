@@ -381,6 +381,15 @@ class TrainingConfig(_Strict):
                     "model.absolute_statistics needs model.statistics_branch: true (the "
                     "absolute statistics join the statistics branch)"
                 )
+        if (
+            self.model.get("absolute_level") is False
+            and self.features.get("kind", "mfcc") != "mfcc"
+        ):
+            # Only with MFCCs is the line's level one feature (c0) that can be left out.
+            raise ValueError(
+                "model.absolute_level: false needs features.kind: mfcc (a gain shifts every "
+                "log-mel band, but only c0 of the MFCCs)"
+            )
         return self
 
     def class_names(self) -> tuple[str, ...]:
