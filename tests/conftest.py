@@ -15,6 +15,13 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CALLMOOD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# A network small enough to train an epoch on a few speakers in seconds (tests add options).
+TINY_MODEL = {
+    "cnn_channels": [4, 8, 16],
+    "transformer_layers": 1,
+    "transformer_feedforward": 64,
+    "transformer_time_pool": 8,
+}
 
 
 def require(condition: bool, reason: str) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from analysis_fixtures import build_two_party_call, ravdess_clip, trimmed, write_audio
+from conftest import TINY_MODEL as TINY
 from conftest import emodb_clips
 
 from callmood.analysis import AnalysisOptions, analyze_call
@@ -24,10 +25,7 @@ from callmood.models.parallel_cnn_transformer import (
 from callmood.training.config import TrainingConfigError, parse_training_config
 
 TINY_MODEL = {
-    "cnn_channels": [4, 8, 16],
-    "transformer_layers": 1,
-    "transformer_feedforward": 64,
-    "transformer_time_pool": 8,
+    **TINY,
     "statistics_branch": True,
     "statistics_deltas": True,
     "absolute_statistics": True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_MODEL as TINY
 from conftest import TrainingInterrupted, stop_after_first_epoch
 
 from callmood.training.config import TrainingConfigError, parse_training_config
@@ -20,10 +21,7 @@ from callmood.training.loop import (
 )
 
 TINY_MODEL = {
-    "cnn_channels": [4, 8, 16],
-    "transformer_layers": 1,
-    "transformer_feedforward": 64,
-    "transformer_time_pool": 8,
+    **TINY,
     "statistics_branch": True,
 }
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_MODEL as TINY
 from conftest import emodb_clips
 
 from callmood.inference import EmotionModel
@@ -20,10 +21,7 @@ from callmood.models.parallel_cnn_transformer import (
 from callmood.training.config import parse_training_config
 
 TINY_MODEL = {
-    "cnn_channels": [4, 8, 16],
-    "transformer_layers": 1,
-    "transformer_feedforward": 64,
-    "transformer_time_pool": 8,
+    **TINY,
     "statistics_branch": True,
     "statistics_deltas": True,
     "absolute_statistics": True,

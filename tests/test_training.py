@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TrainingInterrupted, emodb_clips, stop_after_first_epoch
+from conftest import TINY_MODEL, TrainingInterrupted, emodb_clips, stop_after_first_epoch
 from typer.testing import CliRunner
 
 from callmood.cli import app
@@ -15,13 +15,6 @@ from callmood.manifest import write_manifest
 from callmood.training.config import parse_training_config
 from callmood.training.loop import CheckpointError, evaluate_clips, train_model
 
-# A small, fast network: learning must show even at this size.
-TINY_MODEL = {
-    "cnn_channels": [4, 8, 16],
-    "transformer_layers": 1,
-    "transformer_feedforward": 64,
-    "transformer_time_pool": 8,
-}
 HELD_OUT_SPEAKERS = {"emodb:03", "emodb:08"}  # one male, one female
 
 
