@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from callmood.features import FeatureExtractor
-from callmood.models.package import ABSOLUTE_INPUT, DEFAULT_MODEL_DIR, load_model_package
+from callmood.models.package import DEFAULT_MODEL_DIR, load_model_package
 from callmood.normalization import normalize_alone
 from callmood.training.data import decode_clip
 
@@ -23,15 +23,11 @@ def package():
 
 
 def features_of(package, path):
-    """The network's inputs for a clip, as a call of its own: the caller-normalised features
-    and, for a model with absolute statistics, the same frames before normalisation."""
+    """The clip's features as the network takes them: normalised as a caller of its own."""
     waveform = decode_clip(path, package.feature_config.sample_rate)
     with torch.no_grad():
         features = FeatureExtractor(package.feature_config)(torch.from_numpy(waveform)[None])
-    inputs = {"features": normalize_alone(features, package.caller_prior)}
-    if package.model.config.absolute_statistics:
-        inputs["absolute_features"] = features
-    return inputs
+    return normalize_alone(features, package.caller_prior)
 
 
 def test_bundled_model_is_the_four_class_default_and_small(package):
@@ -70,8 +66,8 @@ def test_bundled_model_predicts_probabilities_of_the_four_classes_on_real_speech
     neutral = [features_of(package, ravdess_dir / "Actor_12" / f"{c}.flac") for c in NEUTRAL_CLIPS]
 
     with torch.no_grad():
-        angry_probabilities = torch.cat([package.model(**f).softmax(-1) for f in angry])
-        neutral_probabilities = torch.cat([package.model(**f).softmax(-1) for f in neutral])
+        angry_probabilities = torch.cat([package.model(f).softmax(-1) for f in angry])
+        neutral_probabilities = torch.cat([package.model(f).softmax(-1) for f in neutral])
 
     assert angry_probabilities.shape == (3, 4)
     torch.testing.assert_close(angry_probabilities.sum(-1), torch.ones(3))
@@ -88,16 +84,13 @@ def test_bundled_model_predicts_probabilities_of_the_four_classes_on_real_speech
 def test_onnx_graph_agrees_with_torch_on_a_real_clip(package, ravdess_dir):
     import onnxruntime
 
-    inputs = features_of(package, ravdess_dir / "Actor_12" / f"{ANGRY_CLIPS[0]}.flac")
+    features = features_of(package, ravdess_dir / "Actor_12" / f"{ANGRY_CLIPS[0]}.flac")
     session = onnxruntime.InferenceSession(
         str(DEFAULT_MODEL_DIR / "model.onnx"), providers=["CPUExecutionProvider"]
     )
-    feed = {"features": inputs["features"].numpy()}
-    if "absolute_features" in inputs:
-        feed[ABSOLUTE_INPUT] = inputs["absolute_features"].numpy()
 
-    (onnx_logits,) = session.run(["logits"], feed)
+    (onnx_logits,) = session.run(["logits"], {"features": features.numpy()})
     with torch.no_grad():
-        torch_logits = package.model(**inputs).numpy()
+        torch_logits = package.model(features).numpy()
 
     np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4)

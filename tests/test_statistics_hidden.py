@@ -48,15 +48,16 @@ def test_off_the_model_and_its_metadata_are_as_before():
 
 def test_the_statistics_reach_the_decision_through_one_hidden_part():
     torch.manual_seed(0)
-    config = ModelConfig(num_classes=4, statistics_branch=True, statistics_deltas=True)
-    config.statistics_hidden = 24
+    config = ModelConfig(
+        num_classes=4, statistics_branch=True, statistics_deltas=True, statistics_hidden=24
+    )
+    assert config.to_dict()["statistics_hidden"] == 24
     model = ParallelCNNTransformer(ModelConfig.from_dict(config.to_dict())).eval()
-    assert model.config.to_dict()["statistics_hidden"] == 24
     features = torch.randn(3, 40, 200)
     with torch.no_grad():
         parts = model.branches(features)
         # Three branches and the hidden layer's output: branch_loss treats it as one branch.
-        assert [p.shape[1] for p in parts][-1] == 24 and len(parts) == 4
+        assert len(parts) == 4 and parts[-1].shape[1] == 24
         joined = model.joined_logits(parts)
         each = model.branch_logits(parts)
         bias = model.classifier.bias
